@@ -1,0 +1,146 @@
+"""Start, queue, stop and resume training processes that outlive the browser tab.
+
+A job is `python -m alexnet train --resume NAME` in its own session, writing only its run
+folder. Two file locks keep the one device and each run to a single process: the device lock
+(`<runs>/.device.lock`) queues runs in arrival order, and a run's own lock (`<run>/.lock`)
+stops a second tab from starting the same run twice. The kernel frees both when a process
+dies, however it dies.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from .config import TrainConfig
+from .runs import RunWriter, check_name, load_run, runs_root
+
+POLL_SECONDS = 0.5
+
+
+def _try_lock(path: Path):
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return handle
+    except BlockingIOError:
+        handle.close()
+        return None
+
+
+def _holder(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+@contextmanager
+def device_lock(root: str | Path | None, writer: RunWriter, stop: threading.Event) -> Iterator[None]:
+    """Hold the run's lock, then wait in the queue (state 'queued') for the device; yields once both are held."""
+    run_handle = _try_lock(writer.path / ".lock")
+    if run_handle is None:
+        raise RuntimeError(f"run {writer.path.name!r} is already being trained by another process")
+    lock_path = runs_root(root) / ".device.lock"
+    handle = None
+    try:
+        while not stop.is_set():
+            handle = _try_lock(lock_path)
+            if handle is not None:
+                break
+            writer.set_status("queued", reason=f"waiting for the device: {_holder(lock_path) or 'another run'} "
+                                                "is training")
+            time.sleep(POLL_SECONDS)
+        if handle is not None:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(writer.path.name)
+            handle.flush()
+        yield
+    finally:
+        if handle is not None:
+            handle.truncate(0)
+            handle.close()
+        run_handle.close()
+
+
+def is_training(root: str | Path | None, name: str) -> bool:
+    """True while some process holds the run's lock (queued or training)."""
+    path = runs_root(root) / check_name(name) / ".lock"
+    if not path.exists():
+        return False
+    handle = _try_lock(path)
+    if handle is None:
+        return True
+    handle.close()
+    return False
+
+
+def _spawn(root: Path, name: str) -> int:
+    folder = root / name
+    log = open(folder / "log.txt", "ab")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "alexnet", "--runs", str(root), "train", "--resume", name, "--quiet"],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+        cwd=Path(__file__).resolve().parent.parent)
+    log.close()
+    return process.pid
+
+
+def start(config: TrainConfig, name: str, root: str | Path | None = None) -> str:
+    """Create the run folder and start its process; returns the run name. Refuses a bad config before anything."""
+    config.validate()
+    folder = runs_root(root)
+    writer = RunWriter.create(folder, check_name(name), config.to_dict())
+    writer.set_status("queued", reason="starting")
+    pid = _spawn(folder, name)
+    writer.set_status("queued", reason="starting", pid=pid)
+    return name
+
+
+def resume(name: str, root: str | Path | None = None) -> None:
+    """Continue a stopped (or killed) run from its last checkpoint; a no-op if it is already training."""
+    folder = runs_root(root)
+    run = load_run(folder / check_name(name), with_metrics=False)
+    if is_training(folder, name):
+        return
+    if run.state == "finished":
+        raise RuntimeError(f"run {name!r} has finished; start a new run to train more")
+    writer = RunWriter(run.path)
+    writer.set_status("queued", reason="resuming", checkpoint=run.status.get("checkpoint", False))
+    pid = _spawn(folder, name)
+    writer.set_status("queued", reason="resuming", pid=pid, checkpoint=run.status.get("checkpoint", False))
+
+
+def stop(name: str, root: str | Path | None = None) -> bool:
+    """Ask the run's process to save a checkpoint and stop (SIGTERM). False if it was not running."""
+    run = load_run(runs_root(root) / check_name(name), with_metrics=False)
+    pid = run.status.get("pid")
+    if run.state not in ("running", "queued") or not pid:
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait(name: str, root: str | Path | None = None, timeout: float = 600.0,
+         states: tuple[str, ...] = ("finished", "stopped", "failed")) -> str:
+    """Block until the run reaches one of `states` (for the command line and tests); returns the state."""
+    deadline = time.monotonic() + timeout
+    path = runs_root(root) / check_name(name)
+    while time.monotonic() < deadline:
+        state = load_run(path, with_metrics=False).state
+        if state in states and not is_training(root, name):
+            return state
+        time.sleep(POLL_SECONDS)
+    raise TimeoutError(f"run {name!r} did not reach {states} within {timeout:.0f}s")

@@ -1,0 +1,366 @@
+"""The training loop: short, explicit, every knob in `TrainConfig`, progress reported as events.
+
+`train(config, run_dir)` is importable and does nothing at import time. It writes the run
+folder (see runs.py) and calls `on_event` with the same dicts it appends to metrics.jsonl,
+so a progress bar, a test and the app all follow one stream.
+
+Reproducibility: the split, each epoch's order and each step's augmentation and dropout are
+seeded from (seed, epoch) and (seed, step), so a run resumed at any checkpoint continues
+exactly as if it had never stopped, without saving random-number-generator states.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoints import load_state, save_state, save_weights
+from .config import TrainConfig
+from .data import Augment, Cifar10, augment_batch, load_cifar10, resolve_dataset, split_validation, to_model_input
+from .models import build, count_parameters
+from .runs import RunWriter, read_json, read_metrics
+
+EventHandler = Callable[[dict], None]
+
+
+class TrainingFailed(RuntimeError):
+    """The run cannot go on (a NaN loss, data gone); the message is shown to the user as is."""
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def device_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "CPU" if device.type == "cpu" else device.type.upper()
+
+
+def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """bf16 autocast where the hardware runs it fast (recent GPUs; CPUs with AVX-512 bf16), else fp32."""
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    if dtype == torch.float32:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _step_seed(seed: int, *position: int) -> int:
+    """A distinct, reproducible seed for each (seed, epoch) or (seed, step)."""
+    value = seed
+    for p in position:
+        value = (value * 1_000_003 + p + 1) % (2**63 - 1)
+    return value
+
+
+def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    # No weight decay on biases and norm parameters, the usual practice since the 2017 "bag of tricks".
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def make_schedule(config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """Returns the scheduler and when it steps: 'step' (every batch), 'epoch', or 'val' (on validation loss)."""
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, epochs=config.epochs,
+                                                   steps_per_epoch=steps_per_epoch, pct_start=0.25), "step"
+    if config.schedule == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, config.milestones, config.gamma), "epoch"
+    if config.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=config.plateau_factor,
+                                                          patience=config.plateau_patience, min_lr=config.min_lr), "val"
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0), "epoch"
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+             dtype: torch.dtype = torch.float32, batch_size: int = 500, channels_last: bool = False
+             ) -> tuple[float, float, torch.Tensor]:
+    """Mean loss, accuracy and the predicted class of every image (uint8 images, any device)."""
+    was_training = model.training
+    model.eval()
+    total_loss, predictions = 0.0, []
+    try:
+        for i in range(0, len(x), batch_size):
+            inputs = to_model_input(x[i:i + batch_size].to(device), model.input_size)
+            if channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            with autocast(device, dtype):
+                logits = model(inputs).float()
+            labels = y[i:i + batch_size].to(device)
+            total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
+            predictions.append(logits.argmax(1).cpu())
+    finally:
+        model.train(was_training)
+    preds = torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.long)
+    n = max(len(x), 1)
+    return total_loss / n, (preds == y.cpu()).float().mean().item() if len(x) else 0.0, preds
+
+
+def confusion_matrix(labels: torch.Tensor, preds: torch.Tensor, classes: int = 10) -> torch.Tensor:
+    return torch.bincount(labels * classes + preds, minlength=classes * classes).reshape(classes, classes)
+
+
+@dataclass
+class Position:
+    """Where a run is: saved in the checkpoint so resume continues at the same step."""
+    epoch: int = 0            # current epoch (0-based)
+    step_in_epoch: int = 0    # steps of that epoch already done
+    global_step: int = 0
+    elapsed: float = 0.0      # training seconds so far, across resumes
+    best_val_loss: float = math.inf
+    best_val_acc: float = 0.0
+    best_epoch: int = 0
+    bad_epochs: int = 0       # epochs since the validation loss last improved
+    epoch_loss: float = 0.0   # sums over the current epoch's steps so far
+    epoch_correct: int = 0
+    epoch_seen: int = 0
+
+
+def train(config: TrainConfig, run_dir: str | Path | None = None, on_event: EventHandler | None = None,
+          stop: threading.Event | None = None, resume: bool = False, data: Cifar10 | None = None) -> dict:
+    """Train one run; returns the test result. Writes the run folder when `run_dir` is given.
+
+    `stop` (set by a signal handler or a caller) ends the run after the current step with a
+    checkpoint and the state 'stopped'. With `resume`, continues from the folder's checkpoint.
+    """
+    config.validate()
+    writer = RunWriter(Path(run_dir)) if run_dir else None
+    stop = stop or threading.Event()
+    try:
+        return _train(config, writer, on_event, stop, resume, data)
+    except BaseException as err:
+        if writer:
+            reason = str(err) if isinstance(err, (TrainingFailed, ValueError, FileNotFoundError)) else \
+                f"{type(err).__name__}: {err}"
+            if isinstance(err, KeyboardInterrupt):
+                reason = "interrupted before a checkpoint could be written"
+            writer.set_status("failed", reason=reason, checkpoint=(writer.path / "state.pt").exists())
+        raise
+    finally:
+        if writer:
+            writer.close()
+
+
+def _train(config: TrainConfig, writer: RunWriter | None, on_event: EventHandler | None,
+           stop: threading.Event, resume: bool, data: Cifar10 | None) -> dict:
+    emit_handlers = [h for h in (writer.log if writer else None, on_event) if h]
+
+    def emit(event: dict) -> None:
+        for handler in emit_handlers:
+            handler(event)
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = pick_device(config.device)
+    dtype = pick_dtype(config.precision, device)
+    data = data or load_cifar10(resolve_dataset(config.data_dir))
+    train_x, train_y, val_x, val_y = split_validation(data.train_x, data.train_y, config.val_fraction, config.seed)
+    if config.max_train_images:
+        train_x, train_y = train_x[:config.max_train_images], train_y[:config.max_train_images]
+    train_x, train_y = train_x.to(device), train_y.to(device)
+    steps_per_epoch = max(len(train_x) // config.batch_size, 1)
+    batch_size = min(config.batch_size, len(train_x))
+
+    torch.manual_seed(config.seed)
+    model = build(config.variant, config.norm, dropout=config.dropout, init=config.init).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(config, model)
+    scheduler, schedule_every = make_schedule(config, optimizer, steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    forward = torch.compile(model) if config.compile else model
+    augmentation = Augment(config.crop_padding, config.flip, config.rotate_degrees, config.zoom)
+    pos = Position()
+
+    if resume and writer and (writer.path / "state.pt").exists():
+        state = load_state(writer.path / "state.pt")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        pos = Position(**state["position"])
+        writer.truncate_metrics_after(pos.global_step)
+
+    def checkpoint() -> None:
+        if not writer:
+            return
+        save_state(writer.path / "state.pt", {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "position": vars(pos).copy(), "config": config.to_dict()})
+        save_weights(writer.path / "weights.safetensors", model, config.to_dict())
+
+    if writer:
+        writer.set_status("running", epoch=pos.epoch, checkpoint=(writer.path / "state.pt").exists(),
+                          device=device_label(device), dataset=data.source.label)
+    emit({"event": "start", "global_step": pos.global_step, "epoch": pos.epoch, "resumed": pos.global_step > 0,
+          "device": device_label(device), "precision": str(dtype).replace("torch.", ""),
+          "dataset": data.source.label, "train_images": len(train_x), "val_images": len(val_x),
+          "test_images": len(data.test_x), "steps_per_epoch": steps_per_epoch, "epochs": config.epochs,
+          "parameters": count_parameters(model), "time": time.time()})
+
+    model.train()
+    window_loss = torch.zeros((), device=device)
+    window_correct = torch.zeros((), device=device, dtype=torch.long)
+    window_seen, window_start = 0, time.perf_counter()
+    stopped = False
+    while pos.epoch < config.epochs and not stopped:
+        epoch_start = time.perf_counter()
+        elapsed_at_epoch_start = pos.elapsed
+        order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(_step_seed(config.seed, pos.epoch)))
+        order = order.to(device)
+        while pos.step_in_epoch < steps_per_epoch:
+            idx = order[pos.step_in_epoch * batch_size:(pos.step_in_epoch + 1) * batch_size]
+            step_seed = _step_seed(config.seed, 1 << 20, pos.global_step)
+            torch.manual_seed(step_seed)  # dropout; CUDA too
+            gen = torch.Generator(device=device).manual_seed(step_seed)
+            inputs = augment_batch(train_x[idx], augmentation, model.input_size, gen)
+            if config.channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            labels = train_y[idx]
+            with autocast(device, dtype):
+                logits = forward(inputs)
+                loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if schedule_every == "step":
+                scheduler.step()
+            window_loss += loss.detach() * len(idx)
+            window_correct += (logits.argmax(1) == labels).sum()
+            window_seen += len(idx)
+            pos.step_in_epoch += 1
+            pos.global_step += 1
+
+            last_of_epoch = pos.step_in_epoch == steps_per_epoch
+            if pos.global_step % config.log_every == 0 or last_of_epoch or stop.is_set():
+                mean_loss = window_loss.item() / window_seen
+                if not math.isfinite(mean_loss):
+                    raise TrainingFailed(f"the loss became {mean_loss} at step {pos.global_step} (epoch "
+                                         f"{pos.epoch + 1}): lower the learning rate or use a norm layer")
+                seconds = time.perf_counter() - window_start
+                pos.epoch_loss += mean_loss * window_seen
+                pos.epoch_correct += int(window_correct.item())
+                pos.epoch_seen += window_seen
+                emit({"event": "step", "epoch": pos.epoch + (pos.step_in_epoch / steps_per_epoch),
+                      "global_step": pos.global_step, "loss": mean_loss,
+                      "acc": window_correct.item() / window_seen, "lr": optimizer.param_groups[0]["lr"],
+                      "images_per_s": window_seen / max(seconds, 1e-9),
+                      "time": elapsed_at_epoch_start + time.perf_counter() - epoch_start})
+                window_loss.zero_()
+                window_correct.zero_()
+                window_seen, window_start = 0, time.perf_counter()
+            if stop.is_set() and not last_of_epoch:
+                stopped = True
+                break
+        pos.elapsed = elapsed_at_epoch_start + time.perf_counter() - epoch_start
+        if stopped:
+            break
+
+        train_seconds = time.perf_counter() - epoch_start
+        val_loss, val_acc, _ = evaluate(model, val_x, val_y, device, dtype, channels_last=config.channels_last) \
+            if len(val_x) else (math.nan, math.nan, None)
+        lr = optimizer.param_groups[0]["lr"]
+        if schedule_every == "epoch":
+            scheduler.step()
+        elif schedule_every == "val":
+            scheduler.step(val_loss)
+        improved = len(val_x) and val_loss < pos.best_val_loss
+        if improved:
+            pos.best_val_loss, pos.bad_epochs = val_loss, 0
+        else:
+            pos.bad_epochs += 1
+        if len(val_x) and val_acc > pos.best_val_acc:
+            pos.best_val_acc, pos.best_epoch = val_acc, pos.epoch + 1
+        emit({"event": "epoch", "epoch": pos.epoch + 1, "global_step": pos.global_step,
+              "train_loss": pos.epoch_loss / max(pos.epoch_seen, 1),
+              "train_acc": pos.epoch_correct / max(pos.epoch_seen, 1),
+              "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
+              "epoch_seconds": train_seconds, "images_per_s": pos.epoch_seen / max(train_seconds, 1e-9),
+              "time": pos.elapsed})
+        pos.epoch += 1
+        pos.step_in_epoch = pos.epoch_seen = pos.epoch_correct = 0
+        pos.epoch_loss = 0.0
+        if config.early_stopping and pos.bad_epochs >= config.early_stopping:
+            emit({"event": "early_stop", "epoch": pos.epoch, "global_step": pos.global_step,
+                  "reason": f"validation loss did not improve for {pos.bad_epochs} epochs"})
+            checkpoint()
+            break
+        checkpoint()
+        if writer:
+            writer.set_status("running", epoch=pos.epoch, checkpoint=True, device=device_label(device),
+                              dataset=data.source.label)
+        if stop.is_set():
+            stopped = pos.epoch < config.epochs
+
+    if stopped:
+        checkpoint()
+        if writer:
+            writer.set_status("stopped", epoch=pos.epoch, global_step=pos.global_step, checkpoint=True,
+                              reason="stopped by request; resume continues from here")
+        emit({"event": "stopped", "global_step": pos.global_step, "epoch": pos.epoch})
+        return {}
+
+    test_start = time.perf_counter()
+    test_loss, test_acc, preds = evaluate(model, data.test_x, data.test_y, device, dtype,
+                                          channels_last=config.channels_last)
+    confusion = confusion_matrix(data.test_y, preds, len(data.classes))
+    per_class = (confusion.diag().float() / confusion.sum(1).clamp_min(1)).tolist()
+    epochs = [e for e in read_metrics(writer.path / "metrics.jsonl") if e.get("event") == "epoch"] if writer else []
+    result = {
+        "test_accuracy": test_acc, "test_loss": test_loss, "per_class_accuracy": per_class,
+        "confusion_matrix": confusion.tolist(), "classes": list(data.classes), "predictions": preds.tolist(),
+        "test_images": len(data.test_x), "dataset": data.source.label, "dataset_kind": data.source.kind,
+        "device": device_label(device), "precision": str(dtype).replace("torch.", ""),
+        "parameters": count_parameters(model), "epochs_run": pos.epoch, "global_step": pos.global_step,
+        "train_seconds": pos.elapsed, "seconds_per_epoch": pos.elapsed / max(pos.epoch, 1),
+        "images_per_s": (sum(e["images_per_s"] for e in epochs) / len(epochs)) if epochs else None,
+        "best_val_acc": pos.best_val_acc, "best_epoch": pos.best_epoch,
+        "eval_seconds": time.perf_counter() - test_start,
+    }
+    emit({"event": "end", "global_step": pos.global_step, "epoch": pos.epoch, "test_acc": test_acc,
+          "test_loss": test_loss, "time": pos.elapsed})
+    if writer:
+        writer.write_result(result)
+        writer.set_status("finished", epoch=pos.epoch, global_step=pos.global_step, checkpoint=True)
+    return result
+
+
+def read_config(run_dir: str | Path) -> TrainConfig:
+    return TrainConfig.from_dict(read_json(Path(run_dir) / "config.json", {}))
