@@ -1,0 +1,75 @@
+"""What several pages share: the sidebar, the settings it holds, and the per-process caches.
+
+Not a page itself (app.py lists the pages). Cached objects are shared by every session of
+the server, so nothing here hands out an object that a caller may change in place.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+import torch
+
+from alexnet import data as datasets
+from alexnet import runs as run_records
+from alexnet.checkpoints import load_model
+from alexnet.train import device_label, pick_device
+
+DATA_KEY = "data_dir"
+
+
+def data_dir() -> str | None:
+    """The dataset folder named in the app's setting, else None (environment, usual places, sample)."""
+    return st.session_state.get(DATA_KEY) or None
+
+
+def runs_root() -> Path:
+    return run_records.runs_root()
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def dataset_source(named: str | None) -> datasets.DatasetSource | str:
+    """The resolved dataset, or the message that says why there is none."""
+    try:
+        return datasets.resolve_dataset(named)
+    except datasets.DatasetMissing as err:
+        return str(err)
+
+
+def current_source() -> datasets.DatasetSource | None:
+    source = dataset_source(data_dir() or os.environ.get(datasets.ENV_VAR))
+    return source if isinstance(source, datasets.DatasetSource) else None
+
+
+@st.cache_resource(show_spinner="Reading the dataset...", max_entries=2)
+def load_dataset(source: datasets.DatasetSource) -> datasets.Cifar10:
+    return datasets.load_cifar10(source)
+
+
+@st.cache_resource(show_spinner="Loading the model...", max_entries=8)
+def cached_model(path: str, modified: float, variant: str | None = None, norm: str | None = None) -> torch.nn.Module:
+    """A model in eval mode, shared by all sessions: never change it in place. `modified` keys the cache."""
+    return load_model(path, variant, norm, device=pick_device("auto"))
+
+
+def model_from_file(path: Path, variant: str | None = None, norm: str | None = None) -> torch.nn.Module:
+    return cached_model(str(path), path.stat().st_mtime, variant, norm)
+
+
+def sidebar() -> None:
+    with st.sidebar:
+        device = pick_device("auto")
+        st.caption(f"**Device:** {device_label(device)}")
+        source = dataset_source(data_dir() or os.environ.get(datasets.ENV_VAR))
+        if isinstance(source, datasets.DatasetSource):
+            st.caption(f"**Dataset:** {source.label}  \n`{source.path}`")
+        else:
+            st.caption("**Dataset:** missing")
+            st.warning(source)
+        st.caption(f"**Runs:** `{runs_root().resolve()}`")
+        with st.expander("Dataset folder"):
+            st.text_input("Folder holding cifar-10-batches-py", key=DATA_KEY,
+                          placeholder="empty: $ALEXNET_DATA, ~/.cache/alexnet-lab, or the embedded sample",
+                          help="A folder you name wins over a CIFAR-10 found in the usual places and over the "
+                               "small sample that ships with the app.")
