@@ -1,0 +1,136 @@
+"""Shared fixtures: the real CIFAR-10 subset, isolated run folders, and a real app in a real browser."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MINI = (REPO.parent / "shared" / "data" / "cifar-10-mini").resolve()
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def mini_dir() -> Path:
+    """The real 6,102-image CIFAR-10 subset that lies beside the repo on our machines and in CI."""
+    if not (MINI / "cifar-10-batches-py" / "test_batch").exists():
+        pytest.fail(f"the CIFAR-10 mini subset is missing at {MINI}")
+    return MINI
+
+
+@pytest.fixture(scope="session")
+def mini_data(mini_dir):
+    from alexnet.data import load_cifar10
+
+    return load_cifar10(mini_dir)
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch) -> Path:
+    """A fresh runs folder, also given to the app and to child processes through $ALEXNET_RUNS."""
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    monkeypatch.setenv("ALEXNET_RUNS", str(folder))
+    return folder
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory, mini_dir):
+    """`streamlit run app.py` on a free localhost port with its own runs folder; yields the base URL.
+
+    The server's runs folder is `app_server.runs` (an attribute on the returned str subclass).
+    """
+    runs = tmp_path_factory.mktemp("server-runs")
+    port = _free_port()
+    env = {**os.environ, "ALEXNET_RUNS": str(runs), "ALEXNET_DATA": str(mini_dir),
+           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    log = open(tmp_path_factory.mktemp("server-log") / "streamlit.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                             "--server.port", str(port), "--server.address", "127.0.0.1"],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url + "/_stcore/health", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"streamlit did not start; see {log.name}")
+            time.sleep(0.3)
+
+    class Url(str):
+        pass
+
+    base = Url(url)
+    base.runs = runs
+    base.log = Path(log.name)
+    yield base
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium is missing at {CHROMIUM}: apt-get install chromium (tests/run.sh does)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        yield b
+        b.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"report_{report.when}", report)
+
+
+@pytest.fixture
+def page(browser, request):
+    """A fresh browser page at 1400x1000; on failure its screenshot is saved in test-artifacts/."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    yield pg
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        ARTIFACTS.mkdir(exist_ok=True)
+        pg.screenshot(path=str(ARTIFACTS / f"FAILED-{request.node.name}.png"), full_page=True)
+    context.close()
+
+
+def wait_for_app(pg, timeout: float = 60_000) -> None:
+    """Wait until Streamlit has finished running the script (its status widget is gone)."""
+    pg.wait_for_selector("[data-testid=stApp]", timeout=timeout)
+    pg.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=timeout)
+
+
+def screenshot(pg, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    pg.screenshot(path=str(path), full_page=True)
+    return path

@@ -1,0 +1,134 @@
+"""The training loop on real CIFAR-10 images: it learns, it is reproducible, it resumes exactly."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from alexnet.config import TrainConfig
+from alexnet.runs import RunWriter, load_run, read_metrics
+from alexnet.train import TrainingFailed, train
+
+TINY = dict(max_train_images=256, batch_size=32, epochs=2, val_fraction=0.1, log_every=1, threads=2)
+
+
+def _without_timing(events):
+    drop = {"images_per_s", "time", "epoch_seconds"}
+    return [{k: v for k, v in e.items() if k not in drop} for e in events if e["event"] in ("step", "epoch")]
+
+
+def test_a_short_run_on_the_mini_subset_learns(mini_data, tmp_path):
+    config = TrainConfig(epochs=3, threads=2)
+    result = train(config, RunWriter.create(tmp_path, "learn", config.to_dict()).path, data=mini_data)
+    assert result["test_images"] == 1017
+    assert result["test_accuracy"] > 0.30, result["test_accuracy"]  # chance is 0.10
+    run = load_run(tmp_path / "learn")
+    assert run.state == "finished"
+    assert [e["epoch"] for e in run.epochs()] == [1, 2, 3]
+    assert sum(sum(row) for row in result["confusion_matrix"]) == 1017
+    assert len(result["predictions"]) == 1017 and len(result["per_class_accuracy"]) == 10
+    assert set(load_file(str(run.path / "weights.safetensors"))) == set(
+        __import__("alexnet.models", fromlist=["build"]).build("cifar", "bn").state_dict())
+
+
+def test_the_same_seed_gives_the_same_numbers(mini_data):
+    runs = []
+    for _ in range(2):
+        events = []
+        train(TrainConfig(**TINY), on_event=events.append, data=mini_data)
+        runs.append(_without_timing(events))
+    assert runs[0] == runs[1]
+    other = []
+    train(TrainConfig(**{**TINY, "seed": 1}), on_event=other.append, data=mini_data)
+    assert _without_timing(other) != runs[0]
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(mini_data, tmp_path):
+    config = TrainConfig(**TINY)
+    whole = RunWriter.create(tmp_path, "whole", config.to_dict()).path
+    train(config, whole, data=mini_data)
+
+    parts = RunWriter.create(tmp_path, "parts", config.to_dict()).path
+    stop = threading.Event()
+
+    def stop_mid_epoch(event):
+        if event["event"] == "step" and event["global_step"] == 5:
+            stop.set()
+
+    assert train(config, parts, on_event=stop_mid_epoch, stop=stop, data=mini_data) == {}
+    assert load_run(parts).state == "stopped"
+    train(config, parts, resume=True, data=mini_data)
+
+    a, b = load_file(str(whole / "weights.safetensors")), load_file(str(parts / "weights.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _without_timing(read_metrics(whole / "metrics.jsonl")) == _without_timing(read_metrics(parts / "metrics.jsonl"))
+    assert json.loads((whole / "result.json").read_text())["predictions"] == \
+        json.loads((parts / "result.json").read_text())["predictions"]
+
+
+def test_a_diverging_loss_stops_the_run_with_a_clear_reason(mini_data, tmp_path):
+    config = TrainConfig(**{**TINY, "lr": 10.0, "norm": "none", "optimizer": "sgd", "schedule": "constant",
+                            "momentum": 0.99, "init": "paper", "epochs": 3})
+    folder = RunWriter.create(tmp_path, "nan", config.to_dict()).path
+    with pytest.raises(TrainingFailed, match="the loss became"):
+        train(config, folder, data=mini_data)
+    run = load_run(folder)
+    assert run.state == "failed" and "lower the learning rate" in run.status["reason"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(batch_size=0), "batch size"), (dict(lr=-0.1), "learning rate"), (dict(epochs=10**9), "epochs"),
+    (dict(variant="vgg"), "variant 'vgg' is unknown"), (dict(lr=math.nan), "learning rate"),
+    (dict(schedule="step"), "milestones"),
+])
+def test_out_of_range_configs_are_refused_before_anything_starts(bad, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        train(TrainConfig(**bad), tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+
+def _spawn_training(runs, name, mini_dir, *extra):
+    return subprocess.Popen([sys.executable, "-m", "alexnet", "--runs", str(runs), "train", "--name", name,
+                             "--data-dir", str(mini_dir), "--quiet", "--threads", "1", *extra],
+                            cwd=os.path.dirname(os.path.dirname(__file__)),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_metrics_are_readable_while_a_run_writes_them_and_sigterm_checkpoints(mini_dir, tmp_path):
+    proc = _spawn_training(tmp_path, "live", mini_dir, "--epochs", "3", "--max-train-images", "640",
+                           "--batch-size", "32", "--log-every", "1")
+    path = tmp_path / "live" / "metrics.jsonl"
+    seen = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(seen) < 3 or (seen and seen[-1] < 25):
+        raw = path.read_bytes() if path.exists() else b""
+        complete = raw[:raw.rfind(b"\n") + 1]
+        for line in complete.splitlines():
+            json.loads(line)  # every complete line parses while the writer goes on
+        events = read_metrics(path)
+        if events:
+            seen.append(len(events))
+        assert time.monotonic() < deadline, "the run wrote no metrics"
+        time.sleep(0.05)
+    assert seen == sorted(seen) and seen[-1] > seen[0]
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 0, output
+    run = load_run(tmp_path / "live")
+    assert run.state == "stopped", run.status
+    assert (tmp_path / "live" / "state.pt").exists() and "resume" in output
+    resumed = subprocess.run([sys.executable, "-m", "alexnet", "--runs", str(tmp_path), "train", "--resume",
+                              "live", "--quiet"], cwd=os.path.dirname(os.path.dirname(__file__)),
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    run = load_run(tmp_path / "live")
+    assert run.state == "finished" and [e["epoch"] for e in run.epochs()] == [1, 2, 3]
+    steps = [e["global_step"] for e in run.steps()]
+    assert steps == sorted(set(steps)), "a resumed run's record reads as one unbroken run"
