@@ -12,6 +12,7 @@ from typing import Sequence
 
 from . import runs as run_records
 from .config import TrainConfig
+from .presets import PRESETS, get as get_preset
 
 
 def _config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +29,13 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
         else:
             parser.add_argument(flag, type=type(default) if default is not None else str, default=None,
                                 metavar=f.name.upper())
+
+
+def _preset_config(args: argparse.Namespace) -> dict | None:
+    """The named preset's values (milestones moved to --epochs when given); explicit flags override them."""
+    if not getattr(args, "preset", None):
+        return None
+    return get_preset(args.preset).config(epochs=args.epochs).to_dict()
 
 
 def _config_from(args: argparse.Namespace, base: dict | None = None) -> TrainConfig:
@@ -86,12 +94,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
     root = run_records.runs_root(args.runs)
+    if args.resume and args.preset:
+        raise ValueError("--preset starts a new run; a resumed run keeps its own config")
     if args.resume:
         folder = root / run_records.check_name(args.resume)
         config = _config_from(args, run_records.read_json(folder / "config.json", {}))
         name = args.resume
     else:
-        config = _config_from(args)
+        config = _config_from(args, _preset_config(args))
         name = args.name or run_records.unique_name(root, f"{config.variant}-{config.norm}-{config.optimizer}")
     config.validate()
     if args.resume:
@@ -209,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="run name (default: variant-norm-optimizer, numbered)")
     p.add_argument("--resume", metavar="NAME", help="continue a stopped run from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--preset", choices=list(PRESETS), help="start from a named recipe ("
+                   + "; ".join(f"{k}: {v.title}" for k, v in PRESETS.items()) + "); other flags override it")
     _config_arguments(p)
     p.set_defaults(func=cmd_train)
 
