@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for the tests (Chromium from apt, Python packages from pip), then run them.
+# Arguments go to pytest, e.g. `bash tests/run.sh tests/test_models.py -x`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v chromium >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+python3 -m pip install -q --disable-pip-version-check -r requirements.txt -r tests/requirements.txt
+python3 -m pytest "$@"
