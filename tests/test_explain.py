@@ -149,11 +149,14 @@ def test_concurrent_sessions_get_the_same_maps_as_one_at_a_time(demo):
     failures = []
 
     def worker(k):
-        for _ in range(15):
-            if not np.array_equal(explain.grad_cam(demo, images[k], "conv5", 3).values, expected[k]):
-                failures.append(("cam", k))
-            if predict(demo, images[k]).probabilities != expected_probs[k]:
-                failures.append(("predict", k))
+        try:
+            for _ in range(15):
+                if not np.array_equal(explain.grad_cam(demo, images[k], "conv5", 3).values, expected[k]):
+                    failures.append(("cam", k))
+                if predict(demo, images[k]).probabilities != expected_probs[k]:
+                    failures.append(("predict", k))
+        except Exception as err:          # without the per-model lock, captum fails here ("not used in the graph")
+            failures.append((type(err).__name__, str(err)[:80]))
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
     for t in threads:
@@ -233,7 +236,11 @@ def test_feature_maps_are_sorted_strongest_first(demo, cat, layer, shape):
     # the same activations through a forward hook on the conv's ReLU, in the original channel order
     captured = {}
     module = explain.activation_module(demo, explain.find_layer(demo, layer))
-    handle = module.register_forward_hook(lambda m, i, o: captured.setdefault("a", o[0].detach()))
+
+    def keep(module, inputs, output):
+        captured["a"] = output[0].detach().clone()
+
+    handle = module.register_forward_hook(keep)
     try:
         with torch.no_grad():
             demo(model_input(cat, demo))
@@ -247,4 +254,4 @@ def test_feature_maps_are_sorted_strongest_first(demo, cat, layer, shape):
 
 def test_upsample_keeps_a_constant_and_the_size(demo):
     assert explain.upsample(np.full((7, 7), 2.0), 224).shape == (224, 224)
-    np.testing.assert_allclose(explain.upsample(np.full((7, 7), 2.0), 50), 2.0)
+    np.testing.assert_allclose(explain.upsample(np.full((7, 7), 2.0), 50), 2.0, rtol=1e-6)

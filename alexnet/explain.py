@@ -1,0 +1,242 @@
+"""What the network learned and where it looks: filters, feature maps, Grad-CAM and other captum maps.
+
+Every function takes a model that may be shared by many sessions, so none changes it:
+each runs inside `predict.model_in_use` (eval mode, so BN uses its running statistics
+and dropout is off; one caller at a time), gradients flow to the input only
+(`torch.autograd.grad` in captum, so no parameter's `.grad` is touched), and every hook
+that captum attaches is gone when the call returns, even when it fails.
+
+A "conv layer" is named by its convolution ("features.0"); its activations are those
+after the ReLU that follows it, the rectified feature maps that Grad-CAM was defined on.
+"""
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from captum.attr import GuidedGradCam, IntegratedGradients, LayerAttribution, LayerGradCam
+from torch import nn
+
+from .data import to_model_input
+from .images import to_tensor
+from .predict import ImageLike, cifar_image, model_in_use, model_input, probabilities
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+_HOOK_EXTRAS = ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs")
+
+
+@dataclass(frozen=True)
+class ConvLayer:
+    name: str             # module path, e.g. "features.0"
+    title: str            # "conv1" .. "conv5"
+    index: int            # position in model.features
+    in_channels: int
+    out_channels: int
+    kernel_size: int
+    groups: int
+
+
+def conv_layers(model: nn.Module) -> list[ConvLayer]:
+    """The conv layers of `model.features`, in order, named conv1..convN as in the paper."""
+    convs = [(i, m) for i, m in enumerate(model.features) if isinstance(m, nn.Conv2d)]
+    return [ConvLayer(f"features.{i}", f"conv{n}", i, m.in_channels, m.out_channels, m.kernel_size[0], m.groups)
+            for n, (i, m) in enumerate(convs, start=1)]
+
+
+def find_layer(model: nn.Module, name: str | None) -> ConvLayer:
+    """A conv layer by module name or title; None gives the last one (Grad-CAM's usual choice)."""
+    layers = conv_layers(model)
+    if name is None:
+        return layers[-1]
+    for layer in layers:
+        if name in (layer.name, layer.title):
+            return layer
+    raise ValueError(f"{name!r} is not a conv layer of this model: choose one of "
+                     f"{', '.join(layer.title for layer in layers)}")
+
+
+def activation_module(model: nn.Module, layer: ConvLayer) -> nn.Module:
+    """The ReLU right after the conv (its rectified output), or the conv itself if none follows."""
+    after = model.features[layer.index + 1] if layer.index + 1 < len(model.features) else None
+    return after if isinstance(after, nn.ReLU) else model.features[layer.index]
+
+
+# ---- filters ----
+
+def filter_weights(model: nn.Module, layer: str | None = None) -> np.ndarray:
+    """The kernels of a conv layer, float32 out x in-per-group x k x k (a copy)."""
+    conv = model.features[find_layer(model, layer).index]
+    return conv.weight.detach().float().cpu().numpy().copy()
+
+
+def rgb_filters(model: nn.Module) -> np.ndarray:
+    """conv1's kernels as RGB images in [0, 1], out x k x k x 3.
+
+    Each kernel is scaled by its own largest |weight| with zero at mid-grey, so a
+    kernel's colours and edges show whatever its overall size; grey means no weight.
+    """
+    weights = filter_weights(model, conv_layers(model)[0].name)
+    if weights.shape[1] != 3:
+        raise ValueError(f"the first conv layer takes {weights.shape[1]} channels, not RGB")
+    scale = np.abs(weights).reshape(len(weights), -1).max(axis=1).reshape(-1, 1, 1, 1)
+    rgb = 0.5 + weights / (2 * np.where(scale > 0, scale, 1))
+    return rgb.transpose(0, 2, 3, 1)
+
+
+def tile(images: np.ndarray, columns: int, pad: int = 1, fill: float = np.nan) -> np.ndarray:
+    """n x h x w (x 3) images to one mosaic, `columns` wide, with `pad` pixels of `fill` between tiles."""
+    n, h, w = images.shape[:3]
+    rows = max(-(-n // columns), 1)
+    shape = (rows * (h + pad) - pad, columns * (w + pad) - pad) + images.shape[3:]
+    mosaic = np.full(shape, fill, dtype=np.float32)
+    for i, img in enumerate(images):
+        r, c = divmod(i, columns)
+        mosaic[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = img
+    return mosaic
+
+
+def kernel_mosaic(weights: np.ndarray, filters: Sequence[int], pad: int = 1) -> np.ndarray:
+    """Channel by channel: one row per chosen filter, one k x k tile per input channel, NaN between tiles."""
+    chosen = weights[list(filters)]                       # f x in x k x k
+    f, c, k, _ = chosen.shape
+    return tile(chosen.reshape(f * c, k, k), columns=c, pad=pad)
+
+
+# ---- feature maps ----
+
+@dataclass(frozen=True)
+class FeatureMaps:
+    """One layer's activations for one image, strongest channel first."""
+    layer: ConvLayer
+    maps: np.ndarray          # channels x H x W, in `channels` order
+    channels: np.ndarray      # original channel indices, strongest first
+    strength: np.ndarray      # mean activation of each of those channels
+
+
+def feature_maps(model: nn.Module, image: ImageLike, layer: str | None = None, top: int | None = None
+                 ) -> FeatureMaps:
+    """The rectified activations of a conv layer, channels sorted by mean activation (descending).
+
+    Runs `model.features` only up to that layer's ReLU: a slice of the Sequential shares
+    the modules, so nothing is attached to or changed on the model.
+    """
+    conv = find_layer(model, layer)
+    stop = conv.index + 1 + (activation_module(model, conv) is not model.features[conv.index])
+    x = model_input(image, model)
+    with model_in_use(model), torch.no_grad():
+        acts = model.features[:stop](x)[0].float().cpu()
+    strength = acts.mean(dim=(1, 2))
+    order = torch.argsort(strength, descending=True, stable=True)[:top]
+    return FeatureMaps(conv, acts[order].numpy(), order.numpy(), strength[order].numpy())
+
+
+# ---- attributions ----
+
+@dataclass(frozen=True)
+class Attribution:
+    method: str
+    layer: str | None         # conv title for layer methods
+    target: int               # class index explained
+    values: np.ndarray        # H x W (or H x W x 3 for Guided Grad-CAM), at the model's input size
+    delta: float | None = None  # Integrated Gradients' completeness error
+
+    @property
+    def problem(self) -> str | None:
+        return map_problem(self.values, self.method)
+
+
+def map_problem(values: np.ndarray, method: str = "the map") -> str | None:
+    """Why a map cannot be shown (NaN, all zero), as a sentence; None when it is fine."""
+    if not np.all(np.isfinite(values)):
+        return f"{method} contains NaN or infinite values: the model's output is not finite for this image"
+    if not np.any(values):
+        return (f"{method} is zero everywhere: nothing in this layer speaks for this class here "
+                "(try another layer or class)")
+    return None
+
+
+def hook_count(model: nn.Module) -> int:
+    """Forward, backward and pre-hooks attached to any module of `model` (0 when nothing is left behind)."""
+    return sum(len(getattr(m, d)) for m in model.modules() for d in _HOOK_DICTS)
+
+
+@contextmanager
+def _explaining(model: nn.Module) -> Iterator[None]:
+    """Eval mode, one caller, gradients on, captum's chatter off, and no hook left afterwards."""
+    with model_in_use(model):
+        before = {id(m): {d: set(getattr(m, d)) for d in _HOOK_DICTS} for m in model.modules()}
+        try:
+            with torch.enable_grad(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
+                warnings.filterwarnings("ignore", message=".*required_grads has been set automatically")
+                yield
+        finally:
+            for m in model.modules():
+                for d in _HOOK_DICTS:
+                    hooks = getattr(m, d)
+                    for key in set(hooks) - before.get(id(m), {}).get(d, set()):
+                        del hooks[key]
+                        for extra in _HOOK_EXTRAS:   # torch's side tables keyed by the same handle id
+                            getattr(m, extra, {}).pop(key, None)
+
+
+def _target(model: nn.Module, image: ImageLike, target: int | None) -> int:
+    if target is not None:
+        return int(target)
+    return int(probabilities(model, to_tensor(cifar_image(image)))[0].argmax())
+
+
+def grad_cam(model: nn.Module, image: ImageLike, layer: str | None = None, target: int | None = None
+             ) -> Attribution:
+    """Grad-CAM (Selvaraju et al. 2017) of `layer` (default: the last conv) for class `target` (default: the
+    predicted one): positive evidence only, upsampled bilinearly to the input size."""
+    conv = find_layer(model, layer)
+    target = _target(model, image, target)
+    x = model_input(image, model)
+    with _explaining(model):
+        cam = LayerGradCam(model, activation_module(model, conv))
+        attr = cam.attribute(x, target=target, relu_attributions=True)
+        attr = LayerAttribution.interpolate(attr, tuple(x.shape[-2:]), "bilinear")
+    return Attribution("Grad-CAM", conv.title, target, attr[0, 0].detach().float().cpu().numpy())
+
+
+def guided_grad_cam(model: nn.Module, image: ImageLike, layer: str | None = None, target: int | None = None
+                    ) -> Attribution:
+    """Guided backpropagation times Grad-CAM: the class's evidence at pixel detail; H x W x 3 (signed)."""
+    conv = find_layer(model, layer)
+    target = _target(model, image, target)
+    x = model_input(image, model)
+    with _explaining(model):
+        method = GuidedGradCam(model, activation_module(model, conv))
+        attr = method.attribute(x, target=target, interpolate_mode="bilinear")
+    return Attribution("Guided Grad-CAM", conv.title, target,
+                       attr[0].detach().float().cpu().permute(1, 2, 0).numpy())
+
+
+def integrated_gradients(model: nn.Module, image: ImageLike, target: int | None = None, steps: int = 32,
+                         internal_batch_size: int = 16) -> Attribution:
+    """Integrated Gradients (Sundararajan et al. 2017) from a black image, summed over colour channels.
+
+    Signed: positive pixels raise the class score. `delta` is how far the attributions' sum
+    misses the score difference to the black image (small = the integral converged).
+    """
+    target = _target(model, image, target)
+    x = model_input(image, model)
+    black = to_model_input(torch.zeros(1, 3, 32, 32, dtype=torch.uint8, device=x.device), model.input_size)
+    with _explaining(model):
+        ig = IntegratedGradients(model)
+        attr, delta = ig.attribute(x, baselines=black, target=target, n_steps=steps,
+                                   internal_batch_size=internal_batch_size, return_convergence_delta=True)
+    return Attribution("Integrated Gradients", None, target, attr[0].detach().float().sum(0).cpu().numpy(),
+                       float(delta.abs().max()))
+
+
+def upsample(values: np.ndarray, size: int) -> np.ndarray:
+    """An H x W map to size x size, bilinear: to lay a map over a larger picture of the same crop."""
+    t = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))[None, None]
+    return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy()
