@@ -247,17 +247,20 @@ def example_images() -> list[Example]:
 
 
 def saved_upload(data: bytes, filename: str, folder: str | Path | None = None) -> Path:
-    """Store an uploaded checkpoint under a name made of its hash, so loaders can read it from a path.
+    """Store an uploaded checkpoint in a folder named by its hash, so loaders can read it from a path.
 
-    Only the suffix of the user's file name is kept (it tells safetensors from torch files);
-    the same bytes always land on the same path, so the model cache recognises a re-upload.
+    The file keeps a cleaned-up copy of the user's name (loaders' messages name it) and only a
+    known suffix (it tells safetensors from torch files); the same bytes and name always land
+    on the same path, so the model cache recognises a re-upload.
     """
-    folder = Path(folder or Path(tempfile.gettempdir()) / "alexnet-lab-uploads")
-    folder.mkdir(parents=True, exist_ok=True)
-    suffix = Path(filename).suffix.lower()
+    root = Path(folder or Path(tempfile.gettempdir()) / "alexnet-lab-uploads")
+    name = Path(filename).name
+    suffix = Path(name).suffix.lower()
     suffix = suffix if suffix in CHECKPOINT_SUFFIXES else ""
-    path = folder / (hashlib.sha256(data).hexdigest()[:32] + suffix)
+    stem = run_records.slugify(Path(name).stem if suffix else name).replace(".", "-")
+    path = root / hashlib.sha256(data).hexdigest()[:32] / (stem + suffix)
     if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
         run_records.atomic_write_bytes(path, data)
     return path
 

@@ -179,12 +179,15 @@ def test_available_models_offers_the_demo_and_finished_or_stopped_runs_with_weig
     assert (by_name["done"].variant, by_name["done"].norm) == ("cifar", "lrn")
 
 
-def test_saved_upload_keeps_only_a_known_suffix_and_is_stable(tmp_path):
+def test_saved_upload_stays_in_its_folder_keeps_the_name_and_only_a_known_suffix(tmp_path):
     a = predict.saved_upload(b"weights", "../../evil name.safetensors", tmp_path)
-    b = predict.saved_upload(b"weights", "other.safetensors", tmp_path)
-    c = predict.saved_upload(b"weights", "model.exe", tmp_path)
-    assert a == b and a.parent == tmp_path and a.suffix == ".safetensors" and a.read_bytes() == b"weights"
-    assert c.suffix == "" and c.parent == tmp_path
+    assert a.parent.parent == tmp_path and a.name == "evil-name.safetensors" and a.read_bytes() == b"weights"
+    assert predict.saved_upload(b"weights", "../../evil name.safetensors", tmp_path) == a
+    other = predict.saved_upload(b"other weights", "evil name.safetensors", tmp_path)
+    assert other.parent != a.parent
+    unknown = predict.saved_upload(b"weights", "model.exe", tmp_path)
+    assert unknown.name == "model-exe" and unknown.suffix == ""
+    assert predict.saved_upload(b"weights", "model.PTH", tmp_path).name == "model.pth"
 
 
 def test_export_demo_writes_fp16_that_loads_back_to_the_same_predictions(tmp_path):
