@@ -12,6 +12,7 @@ from typing import Sequence
 
 from . import runs as run_records
 from .config import TrainConfig
+from .experiment import RECIPES
 from .presets import PRESETS, get as get_preset
 
 
@@ -90,32 +91,45 @@ def _install_stop_handlers() -> threading.Event:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from contextlib import nullcontext
+
+    from . import distributed
     from .jobs import device_lock
     from .train import train
 
+    group = distributed.setup()  # a no-op unless started by torchrun
     root = run_records.runs_root(args.runs)
     if args.resume and args.preset:
         raise ValueError("--preset starts a new run; a resumed run keeps its own config")
     if args.resume:
         folder = root / run_records.check_name(args.resume)
-        config = _config_from(args, run_records.read_json(folder / "config.json", {}))
-        name = args.resume
+        base = run_records.read_json(folder / "config.json", None)
+        if base is None:
+            raise FileNotFoundError(f"no run named {args.resume!r} in {root}")
     else:
-        config = _config_from(args, _preset_config(args))
-        name = args.name or run_records.unique_name(root, f"{config.variant}-{config.norm}-{config.optimizer}")
+        base = _preset_config(args)
+    config = _config_from(args, base)
     config.validate()
-    if args.resume:
-        writer = run_records.RunWriter(folder)
-    else:
-        writer = run_records.RunWriter.create(root, name, config.to_dict())
+    name = args.resume
+    if group.main and not args.resume:
+        name = args.name or run_records.unique_name(root, f"{config.variant}-{config.norm}-{config.optimizer}")
+        run_records.RunWriter.create(root, name, config.to_dict())
+    name = group.broadcast(name)
+    writer = run_records.RunWriter(root / name)
     stop = _install_stop_handlers()
-    print(f"run {name}: {writer.path}", file=sys.stderr)
-    with device_lock(root, writer, stop):
-        if stop.is_set():
-            writer.set_status("stopped", reason="stopped while waiting in the queue", checkpoint=False)
-            return 0
-        result = train(config, writer.path, on_event=_ProgressBar() if not args.quiet else None, stop=stop,
-                       resume=bool(args.resume))
+    if group.main:
+        print(f"run {name}: {writer.path}", file=sys.stderr)
+    try:
+        with device_lock(root, writer, stop) if group.main else nullcontext():
+            if stop.is_set():
+                writer.set_status("stopped", reason="stopped while waiting in the queue", checkpoint=False)
+                return 0
+            result = train(config, writer.path, on_event=_ProgressBar() if not args.quiet else None, stop=stop,
+                           resume=bool(args.resume))
+    finally:
+        distributed.teardown()
+    if not group.main:
+        return 0
     if result:
         print(f"test accuracy {result['test_accuracy']:.4f} on {result['test_images']} images of {result['dataset']}; "
               f"{result['train_seconds']:.1f}s training, {result['seconds_per_epoch']:.1f}s per epoch")
@@ -209,6 +223,51 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from . import experiment
+
+    root = run_records.runs_root(args.runs)
+    if args.list:
+        found = experiment.list_experiments(root)
+        if not found:
+            print(f"no experiments in {experiment.experiments_dir(root)}")
+        for e in found:
+            summary = experiment.summarize(e, root)
+            print(f"{e.name:32} {e.plan['variant']:6} {e.recipe:9} {len(e.seeds)} seed(s)  "
+                  f"{summary.finished}/{summary.total} finished")
+        return 0
+    if args.report:
+        print(experiment.report(experiment.summarize(experiment.load(root, args.report), root)))
+        return 0
+    plan = experiment.ExperimentPlan(
+        variant=args.variant, seeds=args.seeds, first_seed=args.first_seed, epochs=args.epochs, recipe=args.recipe,
+        batch_size=args.batch_size, max_train_images=args.max_train_images,
+        data_dir=str(Path(args.data).expanduser().resolve()) if args.data else None, device=args.device,
+        precision=args.precision, threads=args.threads, log_every=args.log_every)
+    launched = experiment.launch(plan, root, name=args.name)
+    print(f"experiment {launched.name}: {len(launched.runs)} runs queued on one device "
+          f"({plan.variant} variant, {plan.epochs} epochs, seeds {launched.seeds}, recipe '{plan.recipe}')")
+    print(f"  {launched.recipe_description}")
+    for r in launched.runs:
+        print(f"  {r['run']}")
+    if not args.wait:
+        print(f"they train in the background; the Compare page shows them, or: python -m alexnet experiment "
+              f"--report {launched.name}")
+        return 0
+
+    def progress(summary) -> None:
+        print("  " + ", ".join(f"{n} {s}" for s, n in sorted(summary.states.items())), file=sys.stderr)
+
+    try:
+        summary = experiment.wait(launched, root, timeout=args.timeout, on_change=progress)
+    except KeyboardInterrupt:
+        print(f"\nstopped waiting; the runs go on. Later: python -m alexnet experiment --report {launched.name}",
+              file=sys.stderr)
+        return 130
+    print(experiment.report(summary))
+    return 0 if summary.finished == summary.total else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m alexnet", description=__doc__)
     parser.add_argument("--runs", default=None, help="runs folder (default: $ALEXNET_RUNS or ./runs)")
@@ -246,6 +305,30 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--top", type=int, default=3)
         p.set_defaults(func=func)
 
+    p = sub.add_parser("experiment", help="paired LRN-versus-BN runs over seeds, and their verdict", description=
+                       "Queue one run per norm (LRN, BN) and seed: same variant, data order, seed and schedule, "
+                       "differing only in the norm (or, with --recipe, in each norm's optimizer settings). "
+                       "Runs take turns on the one device; --wait prints the comparison when they end.")
+    p.add_argument("--variant", default="cifar", choices=["cifar", "paper"])
+    p.add_argument("--seeds", type=int, default=3, help="how many seeds (default 3)")
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--recipe", default="same", choices=list(RECIPES), help="; ".join(
+        f"{k}: {v.title}" for k, v in RECIPES.items()))
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--max-train-images", type=int, default=0, help="0 = all")
+    p.add_argument("--data", help="dataset folder (default: $ALEXNET_DATA, usual places, sample)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--threads", type=int, default=0, help="CPU threads per run; 0 = torch's default")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--name", help="experiment name (default lrn-vs-bn-VARIANT, numbered)")
+    p.add_argument("--wait", action="store_true", help="wait for the runs and print the comparison")
+    p.add_argument("--timeout", type=float, default=24 * 3600, help="seconds --wait waits at most")
+    p.add_argument("--report", metavar="NAME", help="print an existing experiment's comparison")
+    p.add_argument("--list", action="store_true", help="list the experiments")
+    p.set_defaults(func=cmd_experiment)
+
     p = sub.add_parser("download", help="download CIFAR-10 (online) where the app finds it")
     p.add_argument("--data", help="target folder (default: ~/.cache/alexnet-lab)")
     p.set_defaults(func=cmd_download)
@@ -256,6 +339,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, TimeoutError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

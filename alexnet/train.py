@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import load_state, save_state, save_weights
+from . import distributed
 from .config import TrainConfig
 from .data import Augment, Cifar10, augment_batch, load_cifar10, resolve_dataset, split_validation, to_model_input
 from .models import build, count_parameters
@@ -96,9 +97,10 @@ def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimiz
 
 def make_schedule(config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
     """Returns the scheduler and when it steps: 'step' (every batch), 'epoch', or 'val' (on validation loss)."""
-    if config.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, epochs=config.epochs,
-                                                   steps_per_epoch=steps_per_epoch, pct_start=0.25), "step"
+    total = config.epochs * steps_per_epoch
+    if config.schedule == "onecycle" and total >= 4:  # its warm-up and decay each need a step or more
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total,
+                                                   pct_start=max(0.25, 2 / total)), "step"
     if config.schedule == "step":
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, config.milestones, config.gamma), "epoch"
     if config.schedule == "plateau":
@@ -160,10 +162,12 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, on_event: Even
     checkpoint and the state 'stopped'. With `resume`, continues from the folder's checkpoint.
     """
     config.validate()
-    writer = RunWriter(Path(run_dir)) if run_dir else None
+    group = distributed.current()
+    writer = RunWriter(Path(run_dir)) if run_dir and group.main else None
+    state_path = Path(run_dir) / "state.pt" if run_dir and resume else None
     stop = stop or threading.Event()
     try:
-        return _train(config, writer, on_event, stop, resume, data)
+        return _train(config, writer, on_event if group.main else None, stop, state_path, data, group)
     except BaseException as err:
         if writer:
             reason = str(err) if isinstance(err, (TrainingFailed, ValueError, FileNotFoundError)) else \
@@ -177,8 +181,8 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, on_event: Even
             writer.close()
 
 
-def _train(config: TrainConfig, writer: RunWriter | None, on_event: EventHandler | None,
-           stop: threading.Event, resume: bool, data: Cifar10 | None) -> dict:
+def _train(config: TrainConfig, writer: RunWriter | None, on_event: EventHandler | None, stop: threading.Event,
+           state_path: Path | None, data: Cifar10 | None, group: distributed.Group) -> dict:
     emit_handlers = [h for h in (writer.log if writer else None, on_event) if h]
 
     def emit(event: dict) -> None:
@@ -188,6 +192,8 @@ def _train(config: TrainConfig, writer: RunWriter | None, on_event: EventHandler
     if config.threads:
         torch.set_num_threads(config.threads)
     device = pick_device(config.device)
+    if group.active and device.type == "cuda":
+        device = torch.device("cuda", group.local_rank)
     dtype = pick_dtype(config.precision, device)
     data = data or load_cifar10(resolve_dataset(config.data_dir))
     train_x, train_y, val_x, val_y = split_validation(data.train_x, data.train_y, config.val_fraction, config.seed)
@@ -195,7 +201,7 @@ def _train(config: TrainConfig, writer: RunWriter | None, on_event: EventHandler
         train_x, train_y = train_x[:config.max_train_images], train_y[:config.max_train_images]
     train_x, train_y = train_x.to(device), train_y.to(device)
     steps_per_epoch = max(len(train_x) // config.batch_size, 1)
-    batch_size = min(config.batch_size, len(train_x))
+    batch_size = min(config.batch_size, len(train_x))  # global: each process takes every world-th image of it
 
     torch.manual_seed(config.seed)
     model = build(config.variant, config.norm, dropout=config.dropout, init=config.init).to(device)
@@ -204,18 +210,20 @@ def _train(config: TrainConfig, writer: RunWriter | None, on_event: EventHandler
     optimizer = make_optimizer(config, model)
     scheduler, schedule_every = make_schedule(config, optimizer, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    forward = torch.compile(model) if config.compile else model
+    forward = nn.parallel.DistributedDataParallel(model) if group.active else model
+    forward = torch.compile(forward) if config.compile else forward
     augmentation = Augment(config.crop_padding, config.flip, config.rotate_degrees, config.zoom)
     pos = Position()
 
-    if resume and writer and (writer.path / "state.pt").exists():
-        state = load_state(writer.path / "state.pt")
+    if state_path is not None and state_path.exists():
+        state = load_state(state_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         pos = Position(**state["position"])
-        writer.truncate_metrics_after(pos.global_step)
+        if writer:
+            writer.truncate_metrics_after(pos.global_step)
 
     def checkpoint() -> None:
         if not writer:
@@ -232,7 +240,7 @@ def _train(config: TrainConfig, writer: RunWriter | None, on_event: EventHandler
           "device": device_label(device), "precision": str(dtype).replace("torch.", ""),
           "dataset": data.source.label, "train_images": len(train_x), "val_images": len(val_x),
           "test_images": len(data.test_x), "steps_per_epoch": steps_per_epoch, "epochs": config.epochs,
-          "parameters": count_parameters(model), "time": time.time()})
+          "parameters": count_parameters(model), "processes": group.world, "time": time.time()})
 
     model.train()
     window_loss = torch.zeros((), device=device)
@@ -245,8 +253,8 @@ def _train(config: TrainConfig, writer: RunWriter | None, on_event: EventHandler
         order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(_step_seed(config.seed, pos.epoch)))
         order = order.to(device)
         while pos.step_in_epoch < steps_per_epoch:
-            idx = order[pos.step_in_epoch * batch_size:(pos.step_in_epoch + 1) * batch_size]
-            step_seed = _step_seed(config.seed, 1 << 20, pos.global_step)
+            idx = order[pos.step_in_epoch * batch_size:(pos.step_in_epoch + 1) * batch_size][group.rank::group.world]
+            step_seed = _step_seed(config.seed, 1 << 20, pos.global_step, group.rank)
             torch.manual_seed(step_seed)  # dropout; CUDA too
             gen = torch.Generator(device=device).manual_seed(step_seed)
             inputs = augment_batch(train_x[idx], augmentation, model.input_size, gen)
@@ -269,24 +277,29 @@ def _train(config: TrainConfig, writer: RunWriter | None, on_event: EventHandler
             pos.global_step += 1
 
             last_of_epoch = pos.step_in_epoch == steps_per_epoch
-            if pos.global_step % config.log_every == 0 or last_of_epoch or stop.is_set():
-                mean_loss = window_loss.item() / window_seen
+            stop_now = group.any(stop.is_set(), device)
+            if pos.global_step % config.log_every == 0 or last_of_epoch or stop_now:
+                totals = group.sum_(torch.stack([window_loss.float(), window_correct.float(),
+                                                 torch.tensor(float(window_seen), device=device)]))
+                window_loss_sum, window_correct_sum, window_seen = totals.tolist()
+                window_seen = int(window_seen)
+                mean_loss = window_loss_sum / window_seen
                 if not math.isfinite(mean_loss):
                     raise TrainingFailed(f"the loss became {mean_loss} at step {pos.global_step} (epoch "
                                          f"{pos.epoch + 1}): lower the learning rate or use a norm layer")
                 seconds = time.perf_counter() - window_start
                 pos.epoch_loss += mean_loss * window_seen
-                pos.epoch_correct += int(window_correct.item())
+                pos.epoch_correct += int(window_correct_sum)
                 pos.epoch_seen += window_seen
                 emit({"event": "step", "epoch": pos.epoch + (pos.step_in_epoch / steps_per_epoch),
                       "global_step": pos.global_step, "loss": mean_loss,
-                      "acc": window_correct.item() / window_seen, "lr": optimizer.param_groups[0]["lr"],
+                      "acc": window_correct_sum / window_seen, "lr": optimizer.param_groups[0]["lr"],
                       "images_per_s": window_seen / max(seconds, 1e-9),
                       "time": elapsed_at_epoch_start + time.perf_counter() - epoch_start})
                 window_loss.zero_()
                 window_correct.zero_()
                 window_seen, window_start = 0, time.perf_counter()
-            if stop.is_set() and not last_of_epoch:
+            if stop_now and not last_of_epoch:
                 stopped = True
                 break
         pos.elapsed = elapsed_at_epoch_start + time.perf_counter() - epoch_start
@@ -326,7 +339,7 @@ def _train(config: TrainConfig, writer: RunWriter | None, on_event: EventHandler
         if writer:
             writer.set_status("running", epoch=pos.epoch, checkpoint=True, device=device_label(device),
                               dataset=data.source.label)
-        if stop.is_set():
+        if group.any(stop.is_set(), device):
             stopped = pos.epoch < config.epochs
 
     if stopped:
