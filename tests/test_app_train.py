@@ -1,0 +1,251 @@
+"""The Train page through Streamlit's AppTest, and the presets, charts and CLI flag it stands on.
+
+Real runs only: a finished run is trained in-process on a few hundred images of the CIFAR-10
+mini subset; the form test starts a real training process through the page and waits for it.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from alexnet import charts, jobs, presets
+from alexnet import runs as run_records
+from alexnet.cli import _config_from, _preset_config, build_parser
+from alexnet.config import TrainConfig
+from alexnet.train import train
+
+APP = Path(__file__).resolve().parent.parent / "app.py"
+PAGE = "pages/train.py"
+TINY = dict(max_train_images=256, epochs=2, batch_size=64, threads=1, log_every=2)
+
+
+def open_train_page() -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    at.switch_page(PAGE)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def figures(at: AppTest) -> dict[str, dict]:
+    """The page's plotly figures by their y-axis title (loss / accuracy), as the browser receives them."""
+    out = {}
+    for element in at.get("plotly_chart"):
+        spec = json.loads(element.proto.spec)
+        out[spec["layout"]["yaxis"]["title"]["text"].split()[0]] = spec
+    return out
+
+
+def points(spec: dict, name: str) -> int:
+    return sum(len(trace["x"]) for trace in spec["data"] if trace.get("name") == name)
+
+
+def set_form(at: AppTest, **values) -> None:
+    for field, value in values.items():
+        at.number_input(key=f"train.{field}").set_value(value)
+    at.run()
+
+
+@pytest.fixture
+def mini_env(monkeypatch, mini_dir, runs_dir):
+    monkeypatch.setenv("ALEXNET_DATA", str(mini_dir))
+    return runs_dir
+
+
+@pytest.fixture
+def finished_run(mini_env, mini_data):
+    """A real one-epoch run on 256 images of the mini subset, recorded as the app's jobs record it."""
+    config = TrainConfig(variant="cifar", norm="bn", epochs=1, batch_size=64, max_train_images=256, threads=1,
+                         log_every=1, schedule="constant", lr=0.01, data_dir=str(mini_data.source.path))
+    writer = run_records.RunWriter.create(mini_env, "tiny-finished", config.to_dict())
+    train(config, writer.path, data=mini_data)
+    return run_records.load_run(writer.path)
+
+
+# ---------------------------------------------------------------- the page
+
+def test_empty_runs_folder_renders_the_form_and_says_what_to_do(mini_env):
+    at = open_train_page()
+    assert any("No runs yet" in i.value for i in at.info)
+    assert not at.get("plotly_chart")
+    assert at.selectbox(key="train.preset").value == presets.DEFAULT
+    assert at.button(key="train.start").disabled is False
+    assert not at.error
+
+
+def test_missing_dataset_is_named_and_start_is_disabled(monkeypatch, runs_dir, tmp_path):
+    monkeypatch.setenv("ALEXNET_DATA", str(tmp_path / "nowhere"))
+    at = open_train_page()
+    assert any("No dataset" in w.value and "python -m alexnet download" in w.value for w in at.warning)
+    assert at.button(key="train.start").disabled is True
+    assert any("no dataset" in e.value for e in at.error)
+
+
+def test_finished_run_shows_its_curves_result_and_table_row(finished_run):
+    at = open_train_page()
+    result = finished_run.result
+    assert any(f"test accuracy **{result['test_accuracy']:.1%}**" in s.value for s in at.success)
+    figs = figures(at)
+    assert set(figs) == {"loss", "accuracy"}
+    steps, epochs = finished_run.steps(), finished_run.epochs()
+    assert len(steps) == 4 and len(epochs) == 1  # 256 images / 64 a step, every step logged
+    loss = figs["loss"]
+    assert points(loss, "train (per step)") == len(steps)
+    assert points(loss, "validation") == len(epochs)
+    test_point = [t for t in loss["data"] if t["name"] == "test"][0]
+    assert test_point["y"] == [pytest.approx(result["test_loss"])]
+    table = at.dataframe[0].value
+    row = table[table["run"] == "tiny-finished"].iloc[0]
+    assert row["state"] == "finished"
+    assert row["test accuracy"] == pytest.approx(100 * result["test_accuracy"])
+
+
+def test_finished_run_charts_follow_the_axis_and_smoothing_controls(finished_run):
+    at = open_train_page()
+    at.segmented_control(key="train.x").set_value("step")
+    at.slider(key="train.smoothing").set_value(0.0)
+    at.run()
+    loss = figures(at)["loss"]
+    train_trace = [t for t in loss["data"] if t["name"] == "train (per step)"][0]
+    assert train_trace["x"] == [e["global_step"] for e in finished_run.steps()]
+    assert train_trace["y"] == pytest.approx([e["loss"] for e in finished_run.steps()])
+    assert not any(t["name"].endswith("(raw)") for t in loss["data"])  # no faint copy without smoothing
+
+
+def test_delete_asks_first_and_cancel_keeps_the_run(finished_run):
+    at = open_train_page()
+    at.button(key="train.delete").click().run()
+    assert any("cannot be undone" in w.value for w in at.warning)
+    at.button(key="train.delete_no").click().run()
+    assert finished_run.path.exists()
+    at.button(key="train.delete").click().run()
+    at.button(key="train.delete_yes").click().run()
+    assert not at.exception
+    assert not finished_run.path.exists()
+    assert any("No runs yet" in i.value for i in at.info)
+
+
+def test_preset_fills_the_form_and_problems_block_the_start(mini_env):
+    at = open_train_page()
+    at.selectbox(key="train.preset").set_value("paper-2012").run()
+    assert at.selectbox(key="train.variant").value == "paper"
+    assert at.selectbox(key="train.norm").value == "lrn"
+    assert at.number_input(key="train.lr").value == pytest.approx(0.01)
+    assert at.text_input(key="train.milestones").value == "5, 8"
+    set_form(at, epochs=2)
+    assert at.text_input(key="train.milestones").value == "1, 2"  # the milestones keep their place in the run
+    set_form(at, lr=0.0)
+    at.text_input(key="train.milestones").set_value("one, 2").run()
+    errors = " ".join(e.value for e in at.error)
+    assert "learning rate must be in (0, 10]" in errors and "milestones must be whole epochs" in errors
+    assert at.button(key="train.start").disabled is True
+    assert not any(p.is_dir() for p in mini_env.iterdir())
+
+
+def wait_for(condition, timeout: float, message: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.2)
+
+
+def test_form_starts_a_real_run_queues_a_second_and_shows_the_first_ones_curves(mini_env, mini_dir):
+    at = open_train_page()
+    at.toggle(key="train.advanced").set_value(True).run()
+    # 1,024 images: long enough (about 10 s on one thread) for a second run to start and queue behind it.
+    config = {**TINY, "max_train_images": 1024}
+    set_form(at, **config)
+    at.button(key="train.start").click().run()
+    assert not at.exception
+    first = "cifar-bn-sgd"
+    assert at.selectbox(key="train.run").value == first
+    stored = run_records.load_run(mini_env / first, with_metrics=False).config
+    assert {k: stored[k] for k in config} == config
+    assert stored["data_dir"] == str(mini_dir / "cifar-10-batches-py")  # the dataset the sidebar shows
+
+    def state(name):
+        return run_records.load_run(mini_env / name, with_metrics=False)
+
+    wait_for(lambda: state(first).state != "queued", 60, "the first run never left the queue")
+    assert state(first).state == "running", state(first).status
+    set_form(at, seed=1)  # a second, different run while the first holds the device
+    at.button(key="train.start").click().run()
+    second = "cifar-bn-sgd-2"
+    assert at.selectbox(key="train.run").value == second
+    wait_for(lambda: state(second).status.get("reason", "").startswith("waiting"), 60,
+             "the second run never said that it waits for the device")
+    assert state(first).state == "running", "the first run ended before the second queued: make it longer"
+    at.run()
+    assert any(f"**queued**: waiting for the device: {first} is training" in i.value for i in at.info)
+    assert jobs.stop(second, mini_env)
+
+    assert jobs.wait(first, mini_env, timeout=180) == "finished"
+    assert jobs.wait(second, mini_env, timeout=60) == "stopped"
+    at.selectbox(key="train.run").set_value(first).run()
+    record = run_records.load_run(mini_env / first)
+    figs = figures(at)
+    assert points(figs["loss"], "train (per step)") == len(record.steps()) > 0
+    assert points(figs["accuracy"], "validation") == len(record.epochs()) == 2
+    assert any("**finished**" in s.value for s in at.success)
+    table = at.dataframe[0].value.set_index("run")
+    assert table.loc[second, "state"] == "stopped" and table.loc[first, "state"] == "finished"
+
+
+# ---------------------------------------------------------------- what the page stands on
+
+def test_presets_are_valid_and_fresh_copies():
+    for preset in presets.PRESETS.values():
+        assert preset.config().problems() == [], preset.name
+        assert preset.description and "\n" not in preset.description
+    paper = presets.get("paper 2012 (LRN, SGD)")
+    assert (paper.base.variant, paper.base.norm, paper.base.lr, paper.base.milestones) == ("paper", "lrn", 0.01, [5, 8])
+    modern = presets.get("modernised").base
+    assert (modern.optimizer, modern.lr, modern.schedule, modern.early_stopping, modern.rotate_degrees) == \
+        ("adam", 1e-4, "plateau", 10, 36.0)
+    copy = paper.config()
+    copy.milestones.append(9)
+    assert paper.config().milestones == [5, 8]
+    assert paper.config(epochs=20).milestones == [10, 16]
+    assert presets.scale_milestones([5, 8], 10, 1) == [1]
+    with pytest.raises(ValueError, match="unknown preset"):
+        presets.get("alexnet-2025")
+
+
+def test_cli_preset_flag_is_overridden_by_explicit_flags():
+    args = build_parser().parse_args(["train", "--preset", "paper-2012", "--epochs", "4", "--lr", "0.02"])
+    config = _config_from(args, _preset_config(args))
+    assert (config.variant, config.norm, config.lr, config.epochs, config.milestones) == ("paper", "lrn", 0.02, 4, [2, 3])
+    args = build_parser().parse_args(["train", "--preset", "fast-cpu-demo", "--milestones", "3", "--schedule", "step"])
+    assert _config_from(args, _preset_config(args)).milestones == [3]
+
+
+def test_smoothing_is_debiased_and_keeps_gaps():
+    assert charts.smooth([2.0, 2.0, 2.0], 0.9) == pytest.approx([2.0, 2.0, 2.0])  # no pull towards 0
+    assert charts.smooth([1.0, 3.0], 0.5) == pytest.approx([1.0, 1.75 / 0.75])  # (0.5*0.5 + 0.5*3) / (1 - 0.5**2)
+    out = charts.smooth([float("nan"), 4.0], 0.5)
+    assert out[1] == 4.0 and out[0] != out[0]
+    with pytest.raises(ValueError):
+        charts.smooth([1.0], 1.0)
+
+
+def test_curves_figure_styles_runs_and_series():
+    events = [{"event": "step", "epoch": 0.5, "global_step": 2, "loss": 2.3, "acc": 0.1, "time": 1.0},
+              {"event": "step", "epoch": 1.0, "global_step": 4, "loss": 2.1, "acc": 0.2, "time": 2.0},
+              {"event": "epoch", "epoch": 1, "global_step": 4, "train_loss": 2.2, "train_acc": 0.15,
+               "val_loss": float("nan"), "val_acc": float("nan"), "time": 2.5}]
+    fig = charts.curves_figure({"run-a": events, "run-b": events}, "loss", "time", smoothing=0.5, log_y=True)
+    shown = [t for t in fig.data if t.showlegend is not False]
+    assert [t.name for t in shown] == ["run-a · train (per step)", "run-b · train (per step)"]  # NaN val left out
+    assert all(t.line.dash == "dash" for t in shown)
+    assert shown[0].line.color == charts.run_color("run-a") != shown[1].line.color
+    faint = [t for t in fig.data if t.showlegend is False]
+    assert len(faint) == 2 and faint[0].y == (2.3, 2.1) and faint[0].opacity < 0.5
+    assert fig.layout.yaxis.type == "log" and fig.layout.xaxis.title.text == "training time (s)"
+    per_epoch = charts.curves_figure({"run-a": events}, "acc", "epoch", per="epoch")
+    assert [(t.name, t.x) for t in per_epoch.data] == [("train (per epoch)", (1.0,))]
+    assert charts.curves_figure({}).layout.annotations[0].text == "no points yet"

@@ -1,0 +1,114 @@
+"""The Train page in a real browser: start a short run, watch its curve grow, stop, resume, see it finish.
+
+Screenshots of each stage go to test-artifacts/train-*.png. The run is tiny (512 images of the
+mini subset, batch 64, one CPU thread) but real: a separate training process, the page only
+polls its run folder.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from conftest import screenshot, wait_for_app
+
+from alexnet.runs import load_run
+
+RUN = "browser-demo"
+# Points of the loss chart's training curve, as plotly holds them in the page.
+TRAIN_POINTS = """() => {
+  const gd = document.querySelector('.st-key-train-chart-loss .js-plotly-plot');
+  if (!gd || !gd.data) return -1;
+  return gd.data.filter(t => t.name === 'train (per step)').reduce((n, t) => n + t.x.length, 0);
+}"""
+
+
+def set_number(page, key: str, value) -> None:
+    box = page.locator(f".st-key-train-{key} input")
+    box.fill(str(value))
+    box.press("Enter")
+    wait_for_app(page)
+
+
+def click(page, key: str) -> None:
+    """Click a keyed button (Streamlit keeps a hidden copy of a button with help text for measuring)."""
+    page.locator(f".st-key-train-{key} button:visible").click()
+
+
+def snap(page, name: str) -> None:
+    """A screenshot of the whole page: Streamlit scrolls inside its main block, so grow the window for it."""
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": 2200})
+    page.wait_for_timeout(300)  # let plotly resize to the new window
+    screenshot(page, name)
+    page.set_viewport_size(size)
+
+
+def train_points(page) -> int:
+    return page.evaluate(TRAIN_POINTS)
+
+
+def record(runs: Path, name: str) -> tuple[str, int]:
+    """The run folder's state and how many step events it holds, read as the app reads it."""
+    run = load_run(runs / name)
+    return run.state, len(run.steps())
+
+
+def test_start_watch_stop_resume_finish(app_server, page):
+    page.goto(app_server)  # the entry page first: app.py's navigation, not Streamlit's folder listing
+    page.locator("[data-testid=stSidebar]").get_by_text("Device:").wait_for()
+    page.locator("[data-testid=stSidebarNavLink]").filter(has_text=re.compile(r"Train$")).click()
+    wait_for_app(page)
+    page.get_by_role("heading", name="Train").wait_for()
+    assert page.locator("[data-testid=stException]").count() == 0
+    wait_for_app(page)
+    form = page.locator("[data-testid=stExpander] details", has_text="Start a new run")
+    if form.get_attribute("open") is None:  # collapsed when the server already holds runs
+        form.locator("summary").click()
+    page.locator(".st-key-train-preset").wait_for()
+    page.locator(".st-key-train-preset button[aria-label=Open]").click()
+    page.get_by_role("option", name="fast CPU demo (cifar variant)").click()
+    wait_for_app(page)
+    set_number(page, "epochs", 4)
+    set_number(page, "batch_size", 64)
+    page.locator(".st-key-train-advanced label").click()
+    wait_for_app(page)
+    set_number(page, "max_train_images", 512)
+    set_number(page, "log_every", 2)
+    set_number(page, "threads", 1)
+    name_box = page.locator(".st-key-train-name input")
+    name_box.fill(RUN)
+    name_box.press("Enter")
+    wait_for_app(page)
+    # The page's summary of the form shows that every field reached the server.
+    page.get_by_text("512 training images, 8 steps per epoch, 32 steps in all").wait_for(timeout=30_000)
+    wait_for_app(page)
+    snap(page, "train-1-form")
+
+    click(page, "start")
+    page.wait_for_function(f"() => ({TRAIN_POINTS})() > 0", timeout=90_000)
+    first = train_points(page)
+    snap(page, "train-2-first-points")
+    page.wait_for_function(f"n => ({TRAIN_POINTS})() > n", arg=first, timeout=60_000)
+    progress = page.locator("[data-testid=stProgress]").inner_text()
+    assert "images/s" in progress and "step" in progress, progress
+    snap(page, "train-3-growing")
+
+    click(page, "stop")
+    page.get_by_text("stopped", exact=True).wait_for(timeout=60_000)
+    state, steps_at_stop = record(app_server.runs, RUN)
+    assert state == "stopped" and 0 < steps_at_stop < 16, (state, steps_at_stop)  # stopped before the end
+    page.wait_for_function(f"n => ({TRAIN_POINTS})() === n", arg=steps_at_stop, timeout=10_000)
+    snap(page, "train-4-stopped")
+
+    click(page, "resume")
+    page.wait_for_function(f"n => ({TRAIN_POINTS})() > n", arg=steps_at_stop, timeout=90_000)
+    snap(page, "train-5-resumed")
+    page.get_by_text("finished", exact=True).wait_for(timeout=120_000)
+    wait_for_app(page)
+    state, steps = record(app_server.runs, RUN)
+    assert state == "finished" and steps >= 16  # 4 epochs x 8 steps, a point every 2 (and one at the stop)
+    assert load_run(app_server.runs / RUN).steps()[-1]["global_step"] == 32
+    page.wait_for_function(f"n => ({TRAIN_POINTS})() === n", arg=steps, timeout=10_000)
+    assert page.get_by_text("test accuracy", exact=False).first.is_visible()
+    assert page.locator("[data-testid=stException]").count() == 0
+    snap(page, "train-6-finished")
