@@ -197,7 +197,9 @@ def overlay_figure(rgb: np.ndarray, heat: np.ndarray, opacity: float = 0.5, titl
     peak = peak or 1.0
     scale = dict(colorscale="RdBu_r", zmin=-peak, zmax=peak) if diverging else \
         dict(colorscale="Jet", zmin=0, zmax=peak)
-    fig.add_trace(go.Heatmap(z=heat, opacity=opacity, colorbar=dict(title=colorbar, thickness=12), **scale,
+    fig.add_trace(go.Heatmap(z=heat, opacity=opacity, **scale,
+                             colorbar=dict(title=dict(text=colorbar, side="right"), orientation="h", thickness=10,
+                                           y=-0.02, yanchor="top", len=0.9),
                              hovertemplate="x %{x}, y %{y}<br>%{z:.3g}<extra></extra>"))
     return _picture_layout(fig, title, height)
 

@@ -100,11 +100,14 @@ def tile(images: np.ndarray, columns: int, pad: int = 1, fill: float = np.nan) -
     return mosaic
 
 
-def kernel_mosaic(weights: np.ndarray, filters: Sequence[int], pad: int = 1) -> np.ndarray:
-    """Channel by channel: one row per chosen filter, one k x k tile per input channel, NaN between tiles."""
-    chosen = weights[list(filters)]                       # f x in x k x k
-    f, c, k, _ = chosen.shape
-    return tile(chosen.reshape(f * c, k, k), columns=c, pad=pad)
+def kernel_mosaic(weights: np.ndarray, filters: Sequence[int], columns: int = 32, pad: int = 1,
+                  gap: int = 3) -> np.ndarray:
+    """Channel by channel: for each chosen filter a block of its k x k kernels, one per input channel,
+    `columns` to a row; blocks one under the other, `gap` NaN rows apart (NaN between tiles too)."""
+    blocks = [tile(weights[f], columns=min(columns, weights.shape[1]), pad=pad) for f in filters]
+    width = blocks[0].shape[1]
+    spacer = np.full((gap, width), np.nan, dtype=np.float32)
+    return np.concatenate([part for block in blocks for part in (block, spacer)][:-1])
 
 
 # ---- feature maps ----
@@ -143,7 +146,8 @@ class Attribution:
     layer: str | None         # conv title for layer methods
     target: int               # class index explained
     values: np.ndarray        # H x W (or H x W x 3 for Guided Grad-CAM), at the model's input size
-    delta: float | None = None  # Integrated Gradients' completeness error
+    delta: float | None = None      # Integrated Gradients: sum of attributions minus the score gap
+    score_gap: float | None = None  # Integrated Gradients: score(image) - score(black image)
 
     @property
     def problem(self) -> str | None:
@@ -222,8 +226,9 @@ def integrated_gradients(model: nn.Module, image: ImageLike, target: int | None 
                          internal_batch_size: int = 16) -> Attribution:
     """Integrated Gradients (Sundararajan et al. 2017) from a black image, summed over colour channels.
 
-    Signed: positive pixels raise the class score. `delta` is how far the attributions' sum
-    misses the score difference to the black image (small = the integral converged).
+    Signed: positive pixels raise the class score. The attributions add up to `score_gap`
+    (the class score's rise from the black image to this one) up to `delta`, the error of the
+    integral's `steps`-point approximation.
     """
     target = _target(model, image, target)
     x = model_input(image, model)
@@ -232,8 +237,9 @@ def integrated_gradients(model: nn.Module, image: ImageLike, target: int | None 
         ig = IntegratedGradients(model)
         attr, delta = ig.attribute(x, baselines=black, target=target, n_steps=steps,
                                    internal_batch_size=internal_batch_size, return_convergence_delta=True)
-    return Attribution("Integrated Gradients", None, target, attr[0].detach().float().sum(0).cpu().numpy(),
-                       float(delta.abs().max()))
+    values = attr[0].detach().float().sum(0).cpu().numpy()
+    delta = float(delta.reshape(-1)[0])
+    return Attribution("Integrated Gradients", None, target, values, delta, float(values.sum(dtype=np.float64)) - delta)
 
 
 def upsample(values: np.ndarray, size: int) -> np.ndarray:

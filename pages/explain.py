@@ -33,10 +33,11 @@ titles = [layer.title for layer in layers]
 
 head = st.columns([1, 1, 2])
 head[0].image(decoded.display, caption=image.name, width="stretch")
-head[1].plotly_chart(charts.image_figure(decoded.small, "the network's 32x32 input", height=200), width="stretch",
+head[1].plotly_chart(charts.image_figure(decoded.small, "network input, 32x32", height=200), width="stretch",
                      key="explain_small")
 with head[2]:
-    st.metric("Predicted", f"{prediction.label}", f"{prediction.confidence:.1%} probability", delta_color="off")
+    st.metric("Predicted", f"{prediction.label}", f"{prediction.confidence:.1%} probability", delta_color="off",
+              delta_arrow="off")
     if image.true_label is not None:
         st.caption(f"True class: {prediction.classes[image.true_label]}")
     st.caption(f"{loaded.label}: {model.variant} variant, norm {model.norm}, input {model.input_size}x"
@@ -84,8 +85,8 @@ def attribution_panel() -> None:
         st.markdown(f"**Integrated Gradients** (class {name})")
         _show_map(ig, charts.overlay_figure(decoded.display, explain.upsample(ig.values, size), opacity,
                                             diverging=True, colorbar="attribution"))
-        st.caption(f"Each pixel's share of the score against a black image; red raises, blue lowers it "
-                   f"(32 steps; completeness error {ig.delta:.2g}).")
+        st.caption(f"Each pixel's share of the class score's rise from a black image ({ig.score_gap:.2f}); red "
+                   f"raises, blue lowers it. 32 steps: the shares add up to that rise within {abs(ig.delta):.2g}.")
 
 
 @st.fragment
@@ -118,11 +119,12 @@ def filter_panel() -> None:
     start = middle.number_input("First filter", 0, len(weights) - 1, 0, key="filters_start")
     count = right.slider("Filters", 1, 16, 6, key="filters_count")
     rows = list(range(start, min(start + count, len(weights))))
-    st.plotly_chart(charts.mosaic_figure(explain.kernel_mosaic(weights, rows), hover="weight",
-                                         height=max(160, 45 * len(rows))), width="stretch", key="filters_deep")
-    st.caption(f"{deeper}: filters {rows[0]} to {rows[-1]} of {len(weights)}, one row each; a row holds the "
-               f"{weights.shape[2]}x{weights.shape[3]} kernel for each of its {weights.shape[1]} input channels. "
-               "Red positive, blue negative.")
+    mosaic = explain.kernel_mosaic(weights, rows, columns=32)
+    st.plotly_chart(charts.mosaic_figure(mosaic, hover="weight", height=min(900, max(200, 4 * mosaic.shape[0]))),
+                    width="stretch", key="filters_deep")
+    st.caption(f"{deeper}: filters {rows[0]} to {rows[-1]} of {len(weights)}, one block each, top to bottom; a "
+               f"block holds the {weights.shape[2]}x{weights.shape[3]} kernel for each of the filter's "
+               f"{weights.shape[1]} input channels, 32 to a row. Red positive, blue negative.")
 
 
 grad_tab, maps_tab, filters_tab = st.tabs(["Grad-CAM", "Feature maps", "Filters"])

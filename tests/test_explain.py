@@ -179,8 +179,9 @@ def test_guided_grad_cam_and_integrated_gradients_have_the_image_shape(demo, cat
     black = model_input(np.zeros((32, 32, 3), np.uint8), demo)
     with torch.no_grad():
         gap = float(demo(x)[0, 3] - demo(black)[0, 3])
-    assert ig.values.sum() == pytest.approx(gap, abs=max(ig.delta * 1.01, 1e-3))
-    assert ig.delta < 0.1 * abs(gap)
+    assert ig.score_gap == pytest.approx(gap, rel=1e-4, abs=1e-4)
+    assert ig.values.sum() == pytest.approx(gap, abs=abs(ig.delta) * 1.01 + 1e-4)
+    assert abs(ig.delta) < 0.1 * abs(gap)
 
 
 def test_a_map_with_no_evidence_gets_a_message_not_a_blank_image(cat):
@@ -212,9 +213,12 @@ def test_filter_grids_have_the_shapes_of_the_kernels(demo, paper):
     assert np.isnan(mosaic[5]).all() and np.array_equal(mosaic[:5, :5], rgb[0])
     conv2 = explain.filter_weights(demo, "conv2")
     assert conv2.shape == (192, 64, 5, 5)
-    rows = explain.kernel_mosaic(conv2, [3, 4, 5])
-    assert rows.shape == (3 * 6 - 1, 64 * 6 - 1)
-    np.testing.assert_array_equal(rows[6:11, 12:17], conv2[4, 2])     # filter 4, input channel 2
+    blocks = explain.kernel_mosaic(conv2, [3, 4, 5], columns=32, gap=3)
+    block = 2 * 6 - 1                                                   # 64 channels, 32 to a row
+    assert blocks.shape == (3 * block + 2 * 3, 32 * 6 - 1)
+    np.testing.assert_array_equal(blocks[block + 3:block + 8, 12:17], conv2[4, 2])        # filter 4, channel 2
+    np.testing.assert_array_equal(blocks[block + 9:block + 14, 6:11], conv2[4, 33])       # filter 4, channel 33
+    assert np.isnan(blocks[block:block + 3]).all()
     assert explain.filter_weights(paper, "conv2").shape == (256, 48, 5, 5)   # grouped: half the channels each
 
 

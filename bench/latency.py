@@ -1,0 +1,77 @@
+"""Latency of one prediction and one attribution map, per variant: the Predict and Explain pages' work per image.
+
+    python bench/latency.py [--device cpu] [--threads N] [--repeats 20]
+
+Prints the median (and the spread) of `repeats` calls after warm-up, for one 32x32 image.
+The cifar variant uses the demo model's weights; the paper variant random weights (its speed
+does not depend on them). Say which machine and thread count a number comes from.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from alexnet import explain  # noqa: E402
+from alexnet.checkpoints import load_model  # noqa: E402
+from alexnet.images import load_image, to_cifar_array  # noqa: E402
+from alexnet.models import build  # noqa: E402
+from alexnet.predict import DEMO_WEIGHTS, EXAMPLES_DIR, predict  # noqa: E402
+from alexnet.train import device_label, pick_device  # noqa: E402
+
+
+def timed(fn, repeats: int, warmup: int = 3) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--ig-steps", type=int, default=32)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    image = to_cifar_array(load_image(EXAMPLES_DIR / "chelsea.png"), 32)
+    torch.manual_seed(0)
+    models = {"cifar": load_model(DEMO_WEIGHTS, device=device), "paper": build("paper", "lrn").to(device).eval()}
+    print(f"{device_label(device)}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+          f"median of {args.repeats} calls after warm-up, ms (min-max)")
+    header = ["variant", "prediction", "Grad-CAM (conv5)", "Guided Grad-CAM", f"Integrated Gradients ({args.ig_steps})"]
+    print(" | ".join(f"{h:>24}" if i else f"{h:8}" for i, h in enumerate(header)))
+    for name, model in models.items():
+        batch = 16 if model.input_size <= 64 else 4
+        calls = [lambda: predict(model, image),
+                 lambda: explain.grad_cam(model, image, None, 3),
+                 lambda: explain.guided_grad_cam(model, image, None, 3),
+                 lambda: explain.integrated_gradients(model, image, 3, steps=args.ig_steps,
+                                                      internal_batch_size=batch)]
+        cells = []
+        for call in calls:
+            ms = timed(call, args.repeats)
+            cells.append(f"{statistics.median(ms):8.1f} ({min(ms):.1f}-{max(ms):.1f})")
+        print(" | ".join([f"{name:8}"] + [f"{c:>24}" for c in cells]))
+        assert explain.hook_count(model) == 0
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

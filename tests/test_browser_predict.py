@@ -1,0 +1,65 @@
+"""Predict and Explain in a real browser: upload files, read the top class and the chart, then see Grad-CAM."""
+from __future__ import annotations
+
+import re
+
+from PIL import Image
+
+from alexnet.checkpoints import load_model
+from alexnet.images import load_image
+from alexnet.predict import DEMO_WEIGHTS, EXAMPLES_DIR, predict
+from conftest import screenshot, wait_for_app
+
+
+def nav_link(page, title: str):
+    """The app's own navigation link. Until app.py has run st.navigation, Streamlit lists every file in
+    pages/ in lower case; has_text with a string ignores case, a regex does not."""
+    link = page.locator("[data-testid=stSidebarNavLink]").filter(has_text=re.compile(title))
+    link.wait_for()
+    return link
+
+
+def metric_value(page, label: str) -> str:
+    box = page.locator("[data-testid=stMetric]").filter(has_text=label).first
+    return box.locator("[data-testid=stMetricValue]").inner_text().strip()
+
+
+def test_upload_on_predict_then_grad_cam_on_explain(app_server, page, tmp_path, mini_data):
+    truck = tmp_path / "truck.png"
+    Image.fromarray(mini_data.test_x[11].permute(1, 2, 0).numpy()).resize((96, 96)).save(truck)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes((EXAMPLES_DIR / "coffee.jpg").read_bytes()[:3000])
+    expected = predict(load_model(DEMO_WEIGHTS), load_image(truck))
+
+    page.set_viewport_size({"width": 1400, "height": 2400})       # Streamlit scrolls inside: a tall view shows all
+    page.goto(app_server)
+    wait_for_app(page)
+    nav_link(page, "Predict").click()
+    wait_for_app(page)
+    assert metric_value(page, "Predicted")                       # the demo model and the cat example at once
+    page.locator("[data-testid=stRadio] label").filter(has_text=re.compile(r"^Upload$")).click()
+    wait_for_app(page)
+    page.locator("[data-testid=stFileUploader] input[type=file]").first.set_input_files([str(truck), str(broken)])
+    page.get_by_text("broken.jpg is truncated").wait_for()
+    wait_for_app(page)
+
+    assert metric_value(page, "Predicted") == expected.label
+    assert metric_value(page, "Top probability") == f"{expected.confidence:.1%}"
+    assert page.locator("[data-testid=stException]").count() == 0
+    bars = page.locator("[data-testid=stPlotlyChart]").filter(has=page.locator("g.barlayer"))
+    bars.first.wait_for()
+    assert bars.count() == 1
+    assert bars.first.locator("g.ytick").filter(has_text=expected.label).count() == 1
+    screenshot(page, "predict-upload")
+
+    nav_link(page, "Explain").click()
+    wait_for_app(page)
+    page.get_by_text(f"Grad-CAM (conv5, class {expected.label})", exact=True).wait_for()
+    checked = page.locator("[data-testid=stRadio] input:checked").first
+    assert checked.evaluate("e => e.closest('label').innerText").strip() == "The Predict page's image"
+    assert metric_value(page, "Predicted") == expected.label
+    maps = page.locator("[data-testid=stPlotlyChart]").filter(has=page.locator("g.heatmaplayer image, g.hm image"))
+    maps.first.wait_for()
+    assert maps.count() >= 2                                      # Grad-CAM and Integrated Gradients overlays
+    assert page.locator("[data-testid=stException]").count() == 0
+    screenshot(page, "explain-grad-cam")
