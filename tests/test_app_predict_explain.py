@@ -236,3 +236,10 @@ def test_explain_without_a_predict_image_uses_the_examples_and_reports_bad_uploa
     at.file_uploader(key="explain_upload").upload("fake.jpg", b"GIF89a but not really").run()
     assert not at.exception
     assert any("fake.jpg" in e.value for e in at.error)
+
+
+def test_the_camera_source_waits_for_a_photo_without_error(app):
+    app.radio(key="predict_source").set_value("Camera").run()
+    assert not app.exception and not app.error
+    assert app.get("camera_input")
+    assert any("Pick an example" in i.value for i in app.info)
