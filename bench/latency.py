@@ -58,12 +58,10 @@ def main() -> int:
     header = ["variant", "prediction", "Grad-CAM (conv5)", "Guided Grad-CAM", f"Integrated Gradients ({args.ig_steps})"]
     print(" | ".join(f"{h:>24}" if i else f"{h:8}" for i, h in enumerate(header)))
     for name, model in models.items():
-        batch = 16 if model.input_size <= 64 else 4
         calls = [lambda: predict(model, image),
                  lambda: explain.grad_cam(model, image, None, 3),
                  lambda: explain.guided_grad_cam(model, image, None, 3),
-                 lambda: explain.integrated_gradients(model, image, 3, steps=args.ig_steps,
-                                                      internal_batch_size=batch)]
+                 lambda: explain.integrated_gradients(model, image, 3, steps=args.ig_steps)]
         cells = []
         for call in calls:
             ms = timed(call, args.repeats)

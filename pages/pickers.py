@@ -86,8 +86,7 @@ def attribution(method: str, digest: str, model_key: str, layer: str | None, tar
     if method == "guided":
         return explain.guided_grad_cam(_model, _small, layer, target)
     if method == "ig":
-        batch = 16 if _model.input_size <= 64 else 4
-        return explain.integrated_gradients(_model, _small, target, steps=32, internal_batch_size=batch)
+        return explain.integrated_gradients(_model, _small, target, steps=32)
     raise ValueError(f"unknown attribution method {method!r}")
 
 
