@@ -156,7 +156,9 @@ def _uploaded_model(key: str) -> LoadedModel | None:
         st.error(str(err))
         return None
     st.caption(f"{file.name}: {model.variant} variant, norm {model.norm}")
-    return LoadedModel(f"upload:{path.name}|{model.variant}|{model.norm}", file.name, "uploaded", model)
+    # The folder is the file's hash: two different uploads with one name never share cached results.
+    return LoadedModel(f"upload:{path.parent.name}/{path.name}|{model.variant}|{model.norm}", file.name,
+                       "uploaded", model)
 
 
 # ---- image picker ----

@@ -243,3 +243,20 @@ def test_the_camera_source_waits_for_a_photo_without_error(app):
     assert not app.exception and not app.error
     assert app.get("camera_input")
     assert any("Pick an example" in i.value for i in app.info)
+
+
+def test_two_different_checkpoints_with_one_name_are_not_confused(app, tmp_path):
+    """Per-image results are cached by the model's key: it must follow the file's bytes, not its name."""
+    app.selectbox(key="predict_model").select(pickers.UPLOAD_CHECKPOINT).run()
+    shown = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        path = tmp_path / f"{seed}.safetensors"
+        save_weights(path, build("cifar", "bn").eval())
+        app.file_uploader(key="predict_model_file").set_value(
+            ("model.safetensors", path.read_bytes(), "application/octet-stream")).run()
+        assert not app.exception and not app.error
+        expected = predict(load_model(path), load_image(EXAMPLES_DIR / "chelsea.png"))
+        assert metric(app, "Top probability") == [f"{expected.confidence:.1%}"]
+        shown.append(metric(app, "Top probability")[0])
+    assert shown[0] != shown[1]
