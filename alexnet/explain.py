@@ -29,6 +29,11 @@ from .predict import ImageLike, cifar_image, model_in_use, model_input, probabil
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 _HOOK_EXTRAS = ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs")
 
+# Captum says these on every call; it is expected here (hooks are removed, inputs need gradients).
+# Filters installed once: warnings.catch_warnings() per call would not be thread-safe in a server.
+warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU", module="captum")
+warnings.filterwarnings("ignore", message=".*required_grads has been set automatically", module="captum")
+
 
 @dataclass(frozen=True)
 class ConvLayer:
@@ -171,13 +176,11 @@ def hook_count(model: nn.Module) -> int:
 
 @contextmanager
 def _explaining(model: nn.Module) -> Iterator[None]:
-    """Eval mode, one caller, gradients on, captum's chatter off, and no hook left afterwards."""
+    """Eval mode, one caller, gradients on, and no hook left afterwards."""
     with model_in_use(model):
         before = {id(m): {d: set(getattr(m, d)) for d in _HOOK_DICTS} for m in model.modules()}
         try:
-            with torch.enable_grad(), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
-                warnings.filterwarnings("ignore", message=".*required_grads has been set automatically")
+            with torch.enable_grad():
                 yield
         finally:
             for m in model.modules():
