@@ -413,7 +413,7 @@ def live_view(root, active_when_drawn: frozenset[str]) -> None:
     st.subheader("Runs")
     if not all_runs:
         st.info(f"No runs yet in `{root}`. Pick a preset and press **Start training**: the fast CPU demo shows its "
-                "first points within seconds. From a terminal: `python -m alexnet train --preset fast-cpu-demo`.",
+                "first points within a minute. From a terminal: `python -m alexnet train --preset fast-cpu-demo`.",
                 icon=":material/info:")
         return
     by_name = {r.name: r for r in all_runs}
