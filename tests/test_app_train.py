@@ -196,6 +196,25 @@ def test_form_starts_a_real_run_queues_a_second_and_shows_the_first_ones_curves(
     assert table.loc[second, "state"] == "stopped" and table.loc[first, "state"] == "finished"
 
 
+def test_fast_demo_trains_on_the_embedded_sample_when_no_dataset_is_named(monkeypatch, runs_dir, tmp_path):
+    from alexnet import data
+
+    monkeypatch.delenv("ALEXNET_DATA", raising=False)
+    for var in ("HOME", "XDG_CACHE_HOME"):  # no full CIFAR-10 in the usual places, here or in the job
+        monkeypatch.setenv(var, str(tmp_path))
+    monkeypatch.setattr(data, "DEFAULT_DOWNLOAD_DIR", tmp_path / "alexnet-lab")
+    at = open_train_page()
+    assert at.selectbox(key="train.preset").value == "fast-cpu-demo"
+    at.toggle(key="train.advanced").set_value(True).run()
+    set_form(at, epochs=1, max_train_images=128, batch_size=64, threads=1)
+    at.button(key="train.start").click().run()
+    run = run_records.load_run(runs_dir / "cifar-bn-sgd", with_metrics=False)
+    assert run.config["data_dir"] is None  # the job resolves the same sample the sidebar shows
+    assert jobs.wait(run.name, runs_dir, timeout=120) == "finished"
+    result = run_records.load_run(run.path).result
+    assert result["dataset_kind"] == "sample" and result["test_images"] == 972
+
+
 # ---------------------------------------------------------------- what the page stands on
 
 def test_presets_are_valid_and_fresh_copies():
