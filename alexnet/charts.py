@@ -92,19 +92,20 @@ def _trace_name(run: str, kind: str, single: bool, per: str) -> str:
 
 def curves_figure(runs: Mapping[str, Sequence[dict]] | Iterable[tuple[str, Sequence[dict]]], metric: str = "loss",
                   x: str = "epoch", smoothing: float = 0.0, log_y: bool = False, per: str = "step",
-                  title: str | None = None, height: int = 380) -> go.Figure:
+                  title: str | None = None, height: int = 380, colors: Mapping[str, str] | None = None) -> go.Figure:
     """Loss or accuracy curves of several runs, from their events (e.g. `{run.name: run.metrics}`).
 
     metric: "loss" | "acc"; x: "epoch" | "step" | "time" (training seconds, resumes included);
     smoothing: 0..0.99, debiased EMA on every curve, the raw curve faint behind; per: the
     training curve from every logged step or from the epoch means. Validation is per epoch.
+    colors: a run's colour where given (e.g. `distinct_colors`), else `run_color`.
     """
     items = list(runs.items() if isinstance(runs, Mapping) else runs)
     single = len(items) == 1
     fig = go.Figure()
     value_format = ".1%" if metric == "acc" else ".4f"
     for run, events in items:
-        color = run_color(run)
+        color = (colors or {}).get(run) or run_color(run)
         for s in curve_series(events, metric, x, per):
             name = _trace_name(run, s.kind, single, per)
             hover = (f"<b>{run}</b><br>{s.kind}<br>{X_AXES[x]} %{{x:.2f}}<br>{METRICS[metric]} "
@@ -249,3 +250,231 @@ def feature_maps_figure(maps: np.ndarray, channels: Sequence[int], columns: int 
                                colorbar=dict(thickness=12, title="of max" if per_map_scale else "activation"),
                                hovertemplate="channel %{customdata}<br>%{z:.3g}<extra></extra>"))
     return _picture_layout(fig, title, height or max(220, int(110 * rows * max(h / w, 0.5))))
+
+
+# ---- Comparing runs and the architecture diagram (Compare and Home pages) ----
+import colorsys  # noqa: E402  (this section's own imports, kept beside it)
+
+from plotly.subplots import make_subplots  # noqa: E402
+
+from .compare import mean_band  # noqa: E402
+
+__all__ += ["confusion_figure", "per_class_figure", "seed_band_figure", "architecture_figure", "layer_labels",
+            "png_config", "NORM_COLORS", "distinct_colors", "replication_figure"]
+
+
+def png_config(filename: str, scale: int = 2) -> dict:
+    """A plotly `config` whose modebar camera button saves the chart as a PNG named `filename`."""
+    return {"displaylogo": False, "toImageButtonOptions": {"format": "png", "filename": filename, "scale": scale}}
+
+
+def _hls(color: str) -> tuple[float, float, float]:
+    r, g, b = (int(color.lstrip("#")[i:i + 2], 16) / 255 for i in (0, 2, 4))
+    return colorsys.rgb_to_hls(r, g, b)
+
+
+def _alike(first: str, second: str) -> bool:
+    """Two colours a reader may confuse: greys of similar lightness, or hues less than 25 degrees apart."""
+    h1, l1, s1 = _hls(first)
+    h2, l2, s2 = _hls(second)
+    if s1 < 0.25 or s2 < 0.25:
+        return s1 < 0.25 and s2 < 0.25 and abs(l1 - l2) < 0.25
+    return min(abs(h1 - h2), 1 - abs(h1 - h2)) < 25 / 360
+
+
+def distinct_colors(names: Sequence[str]) -> dict[str, str]:
+    """Each run's `run_color`, unless an earlier run of `names` already has a look-alike colour: then the first
+    palette colour unlike all taken ones. Pass the result to every chart of a page, so a run keeps one colour
+    on all of them, and that is its colour on the other pages too whenever no look-alike forces a change."""
+    taken: dict[str, str] = {}
+    for name in names:
+        color = run_color(name)
+        if any(_alike(color, c) for c in taken.values()):
+            color = next((c for c in PALETTE if not any(_alike(c, t) for t in taken.values())), color)
+        taken[name] = color
+    return taken
+
+
+def confusion_figure(matrix: Sequence[Sequence[int]], classes: Sequence[str], title: str | None = None,
+                     height: int = 420) -> go.Figure:
+    """A confusion matrix as row shares (each true class sums to 100%) on a fixed 0-100% scale, counts on hover.
+
+    Fixed scale, so two runs' matrices side by side can be compared by eye.
+    """
+    counts = np.asarray(matrix, dtype=float)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    text = [[f"{v:.0%}" if v >= 0.005 else "" for v in row] for row in shares]
+    fig = go.Figure(go.Heatmap(
+        z=shares, x=list(classes), y=list(classes), zmin=0, zmax=1, colorscale="Blues", text=text,
+        texttemplate="%{text}", textfont=dict(size=10), customdata=counts.astype(int),
+        colorbar=dict(thickness=10, tickformat=".0%"),
+        hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata} images (%{z:.1%} of the %{y}s)<extra></extra>"))
+    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+                      template="plotly_white", xaxis_title="predicted", yaxis_title="true")
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def per_class_figure(per_class: Mapping[str, Sequence[float]], classes: Sequence[str], title: str | None = None,
+                     height: int = 360, colors: Mapping[str, str] | None = None) -> go.Figure:
+    """Per-class test accuracy of several runs as grouped bars, each run in its own colour."""
+    fig = go.Figure()
+    for run, values in per_class.items():
+        color = (colors or {}).get(run) or run_color(run)
+        fig.add_trace(go.Bar(x=list(classes), y=list(values), name=run, marker_color=color,
+                             hovertemplate=f"<b>{run}</b><br>%{{x}}: %{{y:.1%}}<extra></extra>"))
+    fig.update_layout(title=title, height=height, barmode="group", template="plotly_white",
+                      margin=dict(l=10, r=10, t=40 if title else 10, b=10), yaxis=dict(range=[0, 1], tickformat=".0%",
+                                                                                       title="test accuracy"),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
+    return fig
+
+
+def _rgba(color: str, alpha: float) -> str:
+    r, g, b = (int(color.lstrip("#")[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def seed_band_figure(groups: Sequence[tuple[str, Mapping[str, Sequence[dict]]]], metric: str = "acc",
+                     title: str | None = None, height: int = 380, colors: Mapping[str, str] | None = None
+                     ) -> go.Figure:
+    """Validation curves of runs grouped by seed: the mean as a line, ± one standard deviation as a band,
+    every run faint behind; the legend says how many runs each band holds (hover: how many at each epoch).
+
+    groups: [(label, {run name: events})]; a group's colour is `colors[label]`, else a hash of its label.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    key = f"val_{metric}"
+    value_format = ".1%" if metric == "acc" else ".4f"
+    fig = go.Figure()
+    for label, runs in groups:
+        color = (colors or {}).get(label) or run_color(label)
+        curves = []
+        for run, events in runs.items():
+            points = [(float(e["epoch"]), float(e[key])) for e in events
+                      if e.get("event") == "epoch" and _finite(e.get(key))]
+            if not points:
+                continue
+            xs, ys = zip(*points)
+            curves.append((xs, ys))
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=color, width=1), opacity=0.3,
+                                     legendgroup=label, showlegend=False, name=run,
+                                     hovertemplate=f"{run}<br>epoch %{{x}}: %{{y:{value_format}}}<extra></extra>"))
+        band = mean_band(curves)
+        if not band:
+            continue
+        x = [p.x for p in band]
+        upper = [p.mean + p.std for p in band]
+        lower = [p.mean - p.std for p in band]
+        fig.add_trace(go.Scatter(x=x + x[::-1], y=upper + lower[::-1], fill="toself", fillcolor=_rgba(color, 0.18),
+                                 line=dict(width=0), hoverinfo="skip", legendgroup=label, showlegend=False,
+                                 name=f"{label} ± 1 sd"))
+        fig.add_trace(go.Scatter(
+            x=x, y=[p.mean for p in band], mode="lines+markers", line=dict(color=color, width=3),
+            marker=dict(size=6), legendgroup=label, name=f"{label} (mean of {len(curves)} run{'s' * (len(curves) > 1)})",
+            customdata=[[p.std, p.n] for p in band],
+            hovertemplate=(f"<b>{label}</b><br>epoch %{{x}}<br>mean %{{y:{value_format}}} ± %{{customdata[0]:"
+                           f"{value_format}}}<br>%{{customdata[1]}} run(s)<extra></extra>")))
+    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+                      template="plotly_white", xaxis_title="epoch", yaxis_title=f"validation {METRICS[metric]}",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0), hovermode="closest")
+    if metric == "acc":
+        fig.update_yaxes(tickformat=".1%")
+    if not fig.data:
+        fig.add_annotation(text="no validation points yet", showarrow=False, xref="paper", yref="paper", x=0.5,
+                           y=0.5, font=dict(size=16, color="grey"))
+    return fig
+
+
+_KIND_COLORS = {"Conv2d": "#1f77b4", "LocalResponseNorm": "#ff7f0e", "BatchNorm2d": "#d62728", "Identity": "#c7c7c7",
+                "MaxPool2d": "#2ca02c", "Linear": "#9467bd", "ReLU": "#bcbd22", "Dropout": "#7f7f7f",
+                "Flatten": "#8c564b"}
+_KIND_NAMES = {"Conv2d": "convolution", "LocalResponseNorm": "LRN", "BatchNorm2d": "batch norm",
+               "Identity": "no norm", "MaxPool2d": "max-pool", "Linear": "fully connected", "ReLU": "ReLU",
+               "Dropout": "dropout", "Flatten": "flatten"}
+_THIN = ("ReLU", "Dropout", "Flatten", "Identity")
+NORM_COLORS = {"LRN": _KIND_COLORS["LocalResponseNorm"], "BN": _KIND_COLORS["BatchNorm2d"]}  # the same on every page
+
+
+def layer_labels(rows: Sequence) -> list[str]:
+    """Short names in the paper's numbering: conv1..conv5, fc6..fc8, pool1.., and the norm by its kind."""
+    labels, conv, fc, pool = [], 0, 5, 0
+    for row in rows:
+        kind = row.kind
+        if kind == "Conv2d":
+            conv += 1
+            labels.append(f"conv{conv}")
+        elif kind == "Linear":
+            fc += 1
+            labels.append(f"fc{fc}")
+        elif kind == "MaxPool2d":
+            pool += 1
+            labels.append(f"pool{pool}")
+        elif kind == "LocalResponseNorm":
+            labels.append("LRN")
+        elif kind == "BatchNorm2d":
+            labels.append("BN")
+        elif kind == "Identity":
+            labels.append("(no norm)")
+        else:
+            labels.append(kind.lower())
+    return labels
+
+
+def architecture_figure(rows: Sequence, title: str | None = None, height: int = 560) -> go.Figure:
+    """One block per layer (rows of `models.summary`): block height grows with the output's size, the shape
+    written on it; below, each layer's parameters and multiply-adds per image on a log scale.
+    """
+    labels = layer_labels(rows)
+    x = list(range(len(rows)))
+    sizes = [max(float(np.prod(r.output_shape)), 1.0) for r in rows]
+    heights = [math.log10(s) + 0.3 for s in sizes]
+    shapes = ["×".join(map(str, r.output_shape)) for r in rows]
+    hover = [f"<b>{lab}</b> ({r.name}, {r.kind})<br>output {shape}<br>{r.parameters:,} parameters<br>"
+             f"{r.mult_adds:,} multiply-adds" for lab, r, shape in zip(labels, rows, shapes)]
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.58, 0.42], vertical_spacing=0.06)
+    fig.add_trace(go.Bar(
+        x=x, y=heights, base=[-h / 2 for h in heights], width=[0.35 if r.kind in _THIN else 0.85 for r in rows],
+        marker_color=[_KIND_COLORS.get(r.kind, "#17becf") for r in rows], hovertext=hover, hoverinfo="text",
+        text=[s if r.kind not in _THIN else "" for s, r in zip(shapes, rows)], textposition="inside",
+        textangle=-90, insidetextanchor="middle", textfont=dict(color="white", size=11), showlegend=False,
+        name="layers"), row=1, col=1)
+    params = [r.parameters or None for r in rows]
+    macs = [r.mult_adds or None for r in rows]
+    fig.add_trace(go.Bar(x=x, y=params, name="parameters", marker_color="#636efa", hovertext=hover,
+                         hoverinfo="text"), row=2, col=1)
+    fig.add_trace(go.Bar(x=x, y=macs, name="multiply-adds per image", marker_color="#ef553b", hovertext=hover,
+                         hoverinfo="text"), row=2, col=1)
+    kinds = dict.fromkeys(r.kind for r in rows)
+    for kind in kinds:  # a legend of the block colours
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=_KIND_NAMES.get(kind, kind),
+                                 marker=dict(symbol="square", size=12, color=_KIND_COLORS.get(kind, "#17becf"))),
+                      row=1, col=1)
+    fig.update_layout(title=dict(text=title, y=0.99, yanchor="top"), height=height, template="plotly_white",
+                      barmode="group", bargap=0.15, margin=dict(l=10, r=10, t=90, b=10),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0, traceorder="normal"))
+    fig.update_yaxes(visible=False, row=1, col=1)
+    fig.update_yaxes(type="log", title="count (log)", row=2, col=1)
+    fig.update_xaxes(tickvals=x, ticktext=labels, tickangle=-45, row=2, col=1)
+    return fig
+
+
+def replication_figure(rows: Sequence[Mapping], height: int | None = None) -> go.Figure:
+    """Accuracies of `history.replication_rows` as horizontal bars: published figures grey, this project's runs
+    in their norm's colour, hatched where measured on a subset or sample (not the full CIFAR-10)."""
+    rows = [r for r in rows if r.get("accuracy") is not None]
+    labels = [f"{r['source']}<br><sup>{r['measured on']} · {r['hardware']}</sup>" for r in rows]
+    own = [r["source"].startswith("this project") for r in rows]
+    colors = [NORM_COLORS.get(r["norm"], "#7f7f7f") if mine else "#b0b0b0" for r, mine in zip(rows, own)]
+    hatch = ["/" if not r.get("full CIFAR-10", True) else "" for r in rows]
+    fig = go.Figure(go.Bar(
+        x=[r["accuracy"] for r in rows], y=labels, orientation="h", marker=dict(color=colors, pattern_shape=hatch),
+        text=[f"{r['accuracy']:.1%}" for r in rows], textposition="outside", cliponaxis=False,
+        customdata=[[r["as reported"], r["network and recipe"]] for r in rows],
+        hovertemplate="%{y}<br>%{customdata[1]}<br><b>%{customdata[0]}</b><extra></extra>"))
+    fig.update_layout(height=height or 90 + 52 * len(rows), template="plotly_white", showlegend=False,
+                      margin=dict(l=10, r=50, t=10, b=10), xaxis=dict(range=[0, 1], tickformat=".0%",
+                                                                      title="CIFAR-10 accuracy"))
+    fig.update_yaxes(autorange="reversed")
+    return fig
