@@ -107,7 +107,7 @@ def summarize_run(run: Run, target: float) -> RunSummary:
 
 
 def _percent(fraction: float | None) -> float | None:
-    return None if fraction is None else round(100 * fraction, 4)
+    return None if fraction is None else 100 * fraction
 
 
 def summary_rows(summaries: Iterable[RunSummary], target: float) -> list[dict[str, Any]]:
