@@ -422,7 +422,11 @@ def live_view(root, active_when_drawn: frozenset[str]) -> None:
     # Names only: the browser keeps the label shown when an option was picked, so a state in it would go stale.
     name = st.selectbox("Run", list(by_name), key="train.run", persist_state="session",
                         help="The newest run unless you pick another; its state is shown below.")
-    run = run_records.load_run(by_name[name].path)
+    try:
+        run = run_records.load_run(by_name[name].path)
+    except FileNotFoundError:  # deleted from another tab a moment ago
+        st.session_state.pop("train.run", None)
+        st.rerun()
     draw_state(run)
     progress = run_progress(run)
     st.progress(progress.fraction, text=progress.text)

@@ -117,6 +117,19 @@ def test_finished_run_charts_follow_the_axis_and_smoothing_controls(finished_run
     assert not any(t["name"].endswith("(raw)") for t in loss["data"])  # no faint copy without smoothing
 
 
+def test_failed_run_shows_its_reason_and_log(mini_env):
+    writer = run_records.RunWriter.create(mini_env, "diverged", TrainConfig(lr=5.0).to_dict())
+    reason = "the loss became nan at step 30 (epoch 1): lower the learning rate or use a norm layer"
+    writer.set_status("failed", reason=reason, checkpoint=False)
+    (writer.path / "log.txt").write_text("run diverged: /tmp/x\nTraceback (most recent call last):\nTrainingFailed\n")
+    at = open_train_page()
+    assert any(f"**failed**: {reason}" in e.value for e in at.error)
+    assert any("TrainingFailed" in c.value for c in at.code)
+    assert at.button(key="train.resume").disabled is True  # nothing to resume from
+    assert at.button(key="train.delete").disabled is False
+    assert at.dataframe[0].value.set_index("run").loc["diverged", "message"] == reason
+
+
 def test_delete_asks_first_and_cancel_keeps_the_run(finished_run):
     at = open_train_page()
     at.button(key="train.delete").click().run()
