@@ -52,7 +52,7 @@ def main() -> int:
     device = pick_device(args.device)
     image = to_cifar_array(load_image(EXAMPLES_DIR / "chelsea.png"), 32)
     torch.manual_seed(0)
-    models = {"cifar": load_model(DEMO_WEIGHTS, device=device), "paper": build("paper", "lrn").to(device).eval()}
+    models = {"cifar": load_model(DEMO_WEIGHTS, device=device), "paper": build("paper", "lrn", init="torch").to(device).eval()}
     print(f"{device_label(device)}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"median of {args.repeats} calls after warm-up, ms (min-max)")
     header = ["variant", "prediction", "Grad-CAM (conv5)", "Guided Grad-CAM", f"Integrated Gradients ({args.ig_steps})"]

@@ -145,7 +145,7 @@ def test_model_in_use_switches_a_training_model_to_eval_and_back():
 
 def test_prediction_does_not_change_batch_norm_statistics():
     torch.manual_seed(0)
-    model = build("cifar", "bn").train()
+    model = build("cifar", "bn", init="torch").train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     predict_images(model, [np.full((32, 32, 3), 200, dtype=np.uint8)])
     after = model.state_dict()
@@ -192,7 +192,7 @@ def test_saved_upload_stays_in_its_folder_keeps_the_name_and_only_a_known_suffix
 
 def test_export_demo_writes_fp16_that_loads_back_to_the_same_predictions(tmp_path):
     torch.manual_seed(1)
-    model = build("cifar", "bn").eval()
+    model = build("cifar", "bn", init="torch").eval()
     source = tmp_path / "weights.safetensors"
     save_weights(source, model, {"variant": "cifar", "norm": "bn", "epochs": 1})
     target = predict.export_demo(source, tmp_path / "demo.safetensors")
