@@ -5,7 +5,9 @@ mini subset; the form test starts a real training process through the page and w
 """
 from __future__ import annotations
 
+import fcntl
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -57,14 +59,20 @@ def mini_env(monkeypatch, mini_dir, runs_dir):
     return runs_dir
 
 
-@pytest.fixture
-def finished_run(mini_env, mini_data):
-    """A real one-epoch run on 256 images of the mini subset, recorded as the app's jobs record it."""
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory, mini_data) -> Path:
+    """A real one-epoch run on 256 images of the mini subset, recorded as the app's jobs record it (trained once)."""
     config = TrainConfig(variant="cifar", norm="bn", epochs=1, batch_size=64, max_train_images=256, threads=1,
                          log_every=1, schedule="constant", lr=0.01, data_dir=str(mini_data.source.path))
-    writer = run_records.RunWriter.create(mini_env, "tiny-finished", config.to_dict())
+    writer = run_records.RunWriter.create(tmp_path_factory.mktemp("trained"), "tiny-finished", config.to_dict())
     train(config, writer.path, data=mini_data)
-    return run_records.load_run(writer.path)
+    return writer.path
+
+
+@pytest.fixture
+def finished_run(mini_env, trained_once):
+    """A copy of that run in this test's own runs folder (a test may delete it)."""
+    return run_records.load_run(shutil.copytree(trained_once, mini_env / trained_once.name))
 
 
 # ---------------------------------------------------------------- the page
@@ -167,43 +175,54 @@ def wait_for(condition, timeout: float, message: str) -> None:
         time.sleep(0.2)
 
 
-def test_form_starts_a_real_run_queues_a_second_and_shows_the_first_ones_curves(mini_env, mini_dir):
-    at = open_train_page()
-    at.toggle(key="train.advanced").set_value(True).run()
-    # 1,024 images: long enough (about 10 s on one thread) for a second run to start and queue behind it.
-    config = {**TINY, "max_train_images": 1024}
-    set_form(at, **config)
-    at.button(key="train.start").click().run()
-    assert not at.exception
-    first = "cifar-bn-sgd"
-    assert at.selectbox(key="train.run").value == first
-    stored = run_records.load_run(mini_env / first, with_metrics=False).config
-    assert {k: stored[k] for k in config} == config
-    assert stored["data_dir"] == str(mini_dir / "cifar-10-batches-py")  # the dataset the sidebar shows
-
-    def state(name):
+def test_form_starts_real_runs_that_queue_for_the_device_and_shows_the_curves(mini_env, mini_dir):
+    def record(name):
         return run_records.load_run(mini_env / name, with_metrics=False)
 
-    wait_for(lambda: state(first).state != "queued", 60, "the first run never left the queue")
-    assert state(first).state == "running", state(first).status
-    set_form(at, seed=1)  # a second, different run while the first holds the device
-    at.button(key="train.start").click().run()
-    second = "cifar-bn-sgd-2"
-    assert at.selectbox(key="train.run").value == second
-    wait_for(lambda: state(second).status.get("reason", "").startswith("waiting"), 60,
-             "the second run never said that it waits for the device")
-    assert state(first).state == "running", "the first run ended before the second queued: make it longer"
-    at.run()
+    # Hold the device as another training process would, so both runs must queue (no race on timing).
+    device = open(mini_env / ".device.lock", "a+")
+    fcntl.flock(device, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    device.write("other-run")
+    device.flush()
+    try:
+        at = open_train_page()
+        at.toggle(key="train.advanced").set_value(True).run()
+        set_form(at, **TINY)
+        at.button(key="train.start").click().run()
+        assert not at.exception
+        assert at.selectbox(key="train.run").value == "cifar-bn-sgd"
+        stored = record("cifar-bn-sgd").config
+        assert {k: stored[k] for k in TINY} == TINY
+        assert stored["data_dir"] == str(mini_dir / "cifar-10-batches-py")  # the dataset the sidebar shows
+        set_form(at, seed=1)  # a second, different run: a new name, never the same one twice
+        at.button(key="train.start").click().run()
+        assert at.selectbox(key="train.run").value == "cifar-bn-sgd-2"
+        names = ["cifar-bn-sgd", "cifar-bn-sgd-2"]
+        wait_for(lambda: all(record(n).status.get("reason", "").startswith("waiting") for n in names), 60,
+                 "the runs never said that they wait for the device")
+        at.run()
+        assert any("**queued**: waiting for the device: other-run is training" in i.value for i in at.info)
+    finally:
+        device.truncate(0)
+        device.close()
+
+    # The device is free: one run takes it, the other waits for that one.
+    wait_for(lambda: any(record(n).state == "running" for n in names), 60, "no run took the free device")
+    first = next(n for n in names if record(n).state == "running")
+    second = next(n for n in names if n != first)
+    wait_for(lambda: record(second).status.get("reason") == f"waiting for the device: {first} is training", 30,
+             f"{second} did not name {first} as the run it waits for")
+    at.selectbox(key="train.run").set_value(second).run()
     assert any(f"**queued**: waiting for the device: {first} is training" in i.value for i in at.info)
     assert jobs.stop(second, mini_env)
 
     assert jobs.wait(first, mini_env, timeout=180) == "finished"
     assert jobs.wait(second, mini_env, timeout=60) == "stopped"
     at.selectbox(key="train.run").set_value(first).run()
-    record = run_records.load_run(mini_env / first)
+    run = run_records.load_run(mini_env / first)
     figs = figures(at)
-    assert points(figs["loss"], "train (per step)") == len(record.steps()) > 0
-    assert points(figs["accuracy"], "validation") == len(record.epochs()) == 2
+    assert points(figs["loss"], "train (per step)") == len(run.steps()) > 0
+    assert points(figs["accuracy"], "validation") == len(run.epochs()) == 2
     assert any("**finished**" in s.value for s in at.success)
     table = at.dataframe[0].value.set_index("run")
     assert table.loc[second, "state"] == "stopped" and table.loc[first, "state"] == "finished"
