@@ -30,7 +30,7 @@ class TrainConfig:
     # optimisation
     optimizer: str = "sgd"          # sgd (momentum) | adam | adamw
     lr: float = 0.05                # peak learning rate
-    momentum: float = 0.9           # SGD momentum (Adam's beta1 stays at its default)
+    momentum: float = 0.9           # SGD momentum (one-cycle cycles it 0.95 -> 0.85 instead; Adam keeps its betas)
     weight_decay: float = 5e-4      # L2 penalty (decoupled for adamw)
     batch_size: int = 128           # images per step
     epochs: int = 15                # passes over the training split

@@ -201,18 +201,47 @@ def load_cifar10(source: DatasetSource | str | Path | None = None) -> Cifar10:
                    torch.from_numpy(test_y), CIFAR10_CLASSES, source)
 
 
+ARCHIVE_BYTES = 170_498_071  # cifar-10-python.tar.gz
+
+
+def download_target(root: str | Path | None = None) -> Path:
+    return Path(root).expanduser() if root else DEFAULT_DOWNLOAD_DIR
+
+
 def download_cifar10(root: str | Path | None = None) -> DatasetSource:
-    """Download the full CIFAR-10 with torchvision (online only) where `resolve_dataset` finds it next time."""
+    """Download the full CIFAR-10 with torchvision (online only) where `resolve_dataset` finds it next time.
+
+    The archive grows at `download_target(root)/cifar-10-python.tar.gz` while it downloads, so
+    another process can show progress (`download_progress`).
+    """
     from torchvision.datasets import CIFAR10
 
-    target = Path(root).expanduser() if root else DEFAULT_DOWNLOAD_DIR
+    target = download_target(root)
     target.mkdir(parents=True, exist_ok=True)
+    status = target / "download.json"
+    status.write_text(json.dumps({"state": "running", "pid": os.getpid()}))
     try:
         CIFAR10(str(target), train=True, download=True)
-    except Exception as err:  # urllib raises many kinds; each means the same to the user
-        raise DatasetMissing(f"could not download CIFAR-10 into {target}: {err}. Offline? Copy the "
-                             f"{BATCHES}/ folder of CIFAR-10's python version there instead.") from err
-    return _source_for(target / BATCHES)
+        source = _source_for(target / BATCHES)
+    except Exception as err:  # urllib and tarfile raise many kinds; each means the same to the user
+        message = (f"could not download CIFAR-10 into {target}: {err}. Offline? Copy the {BATCHES}/ folder of "
+                   "CIFAR-10's python version there instead.")
+        status.write_text(json.dumps({"state": "failed", "reason": message}))
+        raise DatasetMissing(message) from err
+    status.write_text(json.dumps({"state": "finished"}))
+    return source
+
+
+def download_progress(root: str | Path | None = None) -> dict:
+    """{"state": none|running|finished|failed, "fraction": 0..1, "reason": ...} of a download in any process."""
+    target = download_target(root)
+    try:
+        status = json.loads((target / "download.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {"state": "none", "fraction": 0.0}
+    archive = target / "cifar-10-python.tar.gz"
+    size = archive.stat().st_size if archive.exists() else 0
+    return {**status, "fraction": min(size / ARCHIVE_BYTES, 1.0)}
 
 
 def split_validation(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int

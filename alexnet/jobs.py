@@ -95,6 +95,19 @@ def _spawn(root: Path, name: str) -> int:
     return process.pid
 
 
+def start_download(root: str | Path | None = None) -> int:
+    """Download CIFAR-10 in a background process (see data.download_progress); returns its pid."""
+    from .data import download_target
+
+    target = download_target(root)
+    target.mkdir(parents=True, exist_ok=True)
+    with open(target / "download.log", "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "alexnet", "download", "--data", str(target)],
+                                   stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True, cwd=Path(__file__).resolve().parent.parent)
+    return process.pid
+
+
 def start(config: TrainConfig, name: str, root: str | Path | None = None) -> str:
     """Create the run folder and start its process; returns the run name. Refuses a bad config before anything."""
     config.validate()

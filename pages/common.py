@@ -12,6 +12,7 @@ import streamlit as st
 import torch
 
 from alexnet import data as datasets
+from alexnet import jobs
 from alexnet import runs as run_records
 from alexnet.checkpoints import load_model
 from alexnet.train import device_label, pick_device
@@ -68,8 +69,35 @@ def sidebar() -> None:
             st.caption("**Dataset:** missing")
             st.warning(source)
         st.caption(f"**Runs:** `{runs_root().resolve()}`")
-        with st.expander("Dataset folder"):
+        full = isinstance(source, datasets.DatasetSource) and source.kind == "cifar10"
+        with st.expander("Dataset folder", expanded=not isinstance(source, datasets.DatasetSource)):
             st.text_input("Folder holding cifar-10-batches-py", key=DATA_KEY,
                           placeholder="empty: $ALEXNET_DATA, ~/.cache/alexnet-lab, or the embedded sample",
                           help="A folder you name wins over a CIFAR-10 found in the usual places and over the "
                                "small sample that ships with the app.")
+            if not full:
+                download_panel()
+
+
+def download_panel() -> None:
+    """Fetch the full CIFAR-10 (online) in a background process, where resolve_dataset finds it next time."""
+    if st.button(f"Download CIFAR-10 (163 MB) to {datasets.download_target()}", key="download_cifar10"):
+        jobs.start_download()
+        st.session_state["download_started"] = True
+    if st.session_state.get("download_started") or datasets.download_progress()["state"] == "running":
+        download_status()
+
+
+@st.fragment(run_every="1s")
+def download_status() -> None:
+    progress = datasets.download_progress()
+    if progress["state"] == "running":
+        st.progress(progress["fraction"], text=f"Downloading CIFAR-10: {progress['fraction']:.0%}")
+    elif progress["state"] == "failed":
+        st.error(progress["reason"])
+        st.session_state["download_started"] = False
+    elif progress["state"] == "finished":
+        st.success("CIFAR-10 is ready.")
+        st.session_state["download_started"] = False
+        dataset_source.clear()
+        st.rerun(scope="app")

@@ -118,3 +118,27 @@ def test_flip_and_crop_change_images_but_keep_their_content(mini_data):
     same = [torch.equal(a, b) for a, b in zip(plain, flipped)]
     mirrored = [torch.equal(a.flip(-1), b) for a, b in zip(plain, flipped)]
     assert all(s or m for s, m in zip(same, mirrored)) and 10 < sum(mirrored) < 54
+
+
+def test_download_offline_fails_at_once_with_a_clear_message(tmp_path, monkeypatch):
+    import time
+
+    from torchvision.datasets import CIFAR10
+
+    monkeypatch.setattr(CIFAR10, "url", "http://127.0.0.1:9/cifar-10-python.tar.gz")  # nothing listens there
+    start = time.monotonic()
+    with pytest.raises(DatasetMissing, match=f"could not download CIFAR-10 into {tmp_path}"):
+        data.download_cifar10(tmp_path)
+    assert time.monotonic() - start < 10
+    progress = data.download_progress(tmp_path)
+    assert progress["state"] == "failed" and "Offline?" in progress["reason"]
+    assert data.download_progress(tmp_path / "never")["state"] == "none"
+
+
+def test_a_two_epoch_run_on_the_embedded_sample_learns(no_usual_places):
+    from alexnet.presets import get
+    from alexnet.train import train
+
+    result = train(get("fast-cpu-demo").config(epochs=2))
+    assert result["dataset"].startswith("embedded sample") and result["dataset_kind"] == "sample"
+    assert result["test_accuracy"] > 0.2, result["test_accuracy"]  # chance is 0.10
