@@ -16,6 +16,11 @@ from alexnet.models import build
 from alexnet.predict import DEMO_WEIGHTS, EXAMPLES_DIR, model_input, predict
 
 
+# explain.py silences these once at import; pytest resets warning filters for each test.
+pytestmark = [pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU"),
+              pytest.mark.filterwarnings("ignore:.*required_grads has been set automatically")]
+
+
 @pytest.fixture(scope="module")
 def demo():
     return load_model(DEMO_WEIGHTS)
