@@ -43,7 +43,7 @@ def default_choice(all_runs: list[run_records.Run]) -> list[str]:
 def curve_controls() -> tuple[str, str, float, bool]:
     a, b, c, d = st.columns([2, 2, 3, 1])
     x = a.segmented_control("x axis", ["epoch", "step", "time"], key="compare.x", default="epoch", required=True,
-                            persist_state="session", format_func=lambda v: "wall-clock time" if v == "time" else v,
+                            persist_state="session", format_func=lambda v: "time (s)" if v == "time" else v,
                             help="time: training seconds of each run (evaluation and waiting in the queue left out).")
     per = b.segmented_control("Training curve", ["step", "epoch"], key="compare.per", default="epoch",
                               required=True, format_func=lambda p: f"per {p}", persist_state="session")
@@ -57,11 +57,11 @@ def draw_curves(chosen: list[run_records.Run], colors: dict[str, str]) -> None:
     x, per, smoothing, log_y = curve_controls()
     events = {r.name: r.metrics for r in chosen}
     revision = "|".join(sorted(events))
-    left, right = st.columns(2)
-    for column, metric in ((left, "loss"), (right, "acc")):
-        fig = charts.curves_figure(events, metric, x, smoothing, log_y, per, height=380, colors=colors)
-        fig.update_layout(uirevision=revision)
-        column.plotly_chart(fig, key=f"compare.chart.{metric}", config=charts.png_config(f"compare-{metric}"))
+    for metric in ("loss", "acc"):  # full width, legend beside: three traces a run make a long legend
+        fig = charts.curves_figure(events, metric, x, smoothing, log_y, per, height=360, colors=colors)
+        fig.update_layout(uirevision=revision, legend=dict(orientation="v", x=1.01, xanchor="left", y=1,
+                                                           yanchor="top"))
+        st.plotly_chart(fig, key=f"compare.chart.{metric}", config=charts.png_config(f"compare-{metric}"))
     st.caption("Training dashed, validation solid, ★ the test accuracy at the end. Each run keeps its colour on "
                "every chart and page. The camera icon of a chart saves it as PNG.")
     groups = compare.group_by_seed(chosen)
@@ -84,7 +84,7 @@ def draw_table(chosen: list[run_records.Run]) -> list[dict]:
     target = a.number_input("Epochs to reach this validation accuracy (%)", 1.0, 100.0, 50.0, step=5.0,
                             key="compare.target", persist_state="session") / 100
     rows = compare.summary_rows([compare.summarize_run(r, target) for r in chosen], target)
-    st.dataframe(rows, hide_index=True, key="compare.table", column_config={
+    st.container(key="compare.summary").dataframe(rows, hide_index=True, column_config={
         "best val acc (%)": st.column_config.NumberColumn(format="%.2f"),
         "test acc (%)": st.column_config.NumberColumn(format="%.2f", help="Measured once, when the run finished."),
         "parameters": st.column_config.NumberColumn(format="localized"),
@@ -98,12 +98,12 @@ def draw_config_diff(chosen: list[run_records.Run]) -> None:
     differ, shared = compare.differing_keys({r.name: r.config for r in chosen})
     if differ:
         st.markdown(f"**Config keys that differ** ({len(differ)})")
-        st.dataframe([{"key": k, **{run: str(v) for run, v in values.items()}} for k, values in differ.items()],
-                     hide_index=True, key="compare.differ")
+        st.container(key="compare.differ").dataframe(
+            [{"key": k, **{run: str(v) for run, v in values.items()}} for k, values in differ.items()], hide_index=True)
     else:
         st.markdown("**The configs are identical** (a rerun: any difference is noise, timing or hardware).")
     with st.expander(f"{len(shared)} config keys they share"):
-        st.dataframe([{"key": k, "value": str(v)} for k, v in shared.items()], hide_index=True, key="compare.shared")
+        st.dataframe([{"key": k, "value": str(v)} for k, v in shared.items()], hide_index=True)
 
 
 def draw_exports(chosen: list[run_records.Run], rows: list[dict]) -> None:
@@ -356,7 +356,7 @@ def experiment_view(root, name: str, active_when_drawn: frozenset[str]) -> None:
     st.dataframe([{"seed": p["seed"], "LRN test acc (%)": None if p["lrn"] is None else 100 * p["lrn"],
                    "BN test acc (%)": None if p["bn"] is None else 100 * p["bn"],
                    "BN − LRN (points)": None if p["difference"] is None else 100 * p["difference"]}
-                  for p in summary.pairs], hide_index=True, key="exp.pairs",
+                  for p in summary.pairs], hide_index=True,
                  column_config={c: st.column_config.NumberColumn(format="%.2f")
                                 for c in ("LRN test acc (%)", "BN test acc (%)", "BN − LRN (points)")})
     bands = [(arm.label, {r.name: r.metrics for r in arm.runs}) for arm in summary.arms.values()]

@@ -69,7 +69,7 @@ st.caption("Top: one block per layer, in forward order, its height growing with 
 with st.expander("Every layer as a table"):
     st.dataframe([{"layer": label, "module": r.name, "type": r.kind, "output": " × ".join(map(str, r.output_shape)),
                    "parameters": r.parameters, "multiply-adds": r.mult_adds}
-                  for label, r in zip(charts.layer_labels(rows), rows)], hide_index=True, key="home.layers",
+                  for label, r in zip(charts.layer_labels(rows), rows)], hide_index=True,
                  column_config={"parameters": st.column_config.NumberColumn(format="localized"),
                                 "multiply-adds": st.column_config.NumberColumn(format="localized")})
 
@@ -95,10 +95,10 @@ st.plotly_chart(charts.replication_figure(published + own), key="home.replicatio
 st.caption("Grey: published figures; coloured by norm: this project's runs (LRN orange, BN red), hatched where "
            "measured on a subset or the embedded sample rather than the full CIFAR-10 test set.")
 st.markdown("**Published**")
-st.dataframe(as_table(published), hide_index=True, key="home.published", column_config=table_config)
+st.dataframe(as_table(published), hide_index=True, column_config=table_config)
 st.markdown("**This project** (the best finished run of each variant and norm)")
 if own:
-    st.dataframe(as_table(own), hide_index=True, key="home.own", column_config=table_config)
+    st.dataframe(as_table(own), hide_index=True, column_config=table_config)
 else:
     st.info("No finished runs yet in this runs folder, so there is nothing of ours to set beside them. Train one on "
             "the **Train** page (the fast CPU demo takes a few minutes), or run the LRN-versus-BN experiment on the "
