@@ -25,6 +25,7 @@ from alexnet.predict import DEMO_WEIGHTS, EXAMPLES_DIR, predict
 from pages import pickers
 
 REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU")   # captum's per-call notice
 
 
 @pytest.fixture(scope="module")
