@@ -225,7 +225,7 @@ def runs_tab(root, all_runs: list[run_records.Run]) -> None:
         st.session_state["compare.runs"] = default_choice(all_runs)
     else:  # a run deleted elsewhere leaves the selection
         st.session_state["compare.runs"] = [n for n in st.session_state["compare.runs"] if n in by_name]
-    names = st.multiselect("Runs to compare", list(by_name), key="compare.runs",
+    names = st.multiselect("Runs to compare", list(by_name), key="compare.runs", persist_state="session",
                            format_func=lambda n: f"{STATE_ICONS.get(by_name[n].state, '')} {n}",
                            help="Finished, stopped or still training: a run in progress updates live.")
     if not names:
@@ -288,18 +288,18 @@ def experiment_form() -> None:
                         ("max_train_images", 0), ("threads", 0)):
         ss.setdefault(f"exp.{name}", value)
     a, b, c, d = st.columns(4)
-    a.selectbox("Variant", ["cifar", "paper"], key="exp.variant",
+    a.selectbox("Variant", ["cifar", "paper"], key="exp.variant", persist_state="session",
                 help="cifar: 32x32-native, minutes per run on a CPU. paper: 227x227, a GPU job.")
-    b.number_input("Seeds", 1, 10, step=1, key="exp.seeds",
+    b.number_input("Seeds", 1, 10, step=1, key="exp.seeds", persist_state="session",
                    help="Each seed is one LRN run and one BN run with the same split, order, augmentation and "
                         "initial weights. Three or more seeds let the verdict weigh the difference against the "
                         "spread between seeds.")
-    c.number_input("Epochs", 1, 1000, step=1, key="exp.epochs")
-    d.number_input("Max training images", 0, step=512, key="exp.max_train_images", help="0 = all")
+    c.number_input("Epochs", 1, 1000, step=1, key="exp.epochs", persist_state="session")
+    d.number_input("Max training images", 0, step=512, key="exp.max_train_images", persist_state="session", help="0 = all")
     a, b, c, _ = st.columns(4)
-    a.number_input("Batch size", 1, 8192, step=32, key="exp.batch_size")
-    b.number_input("CPU threads per run", 0, 1024, step=1, key="exp.threads", help="0 = torch's default")
-    st.radio("Recipe", list(experiment.RECIPES), key="exp.recipe", horizontal=True,
+    a.number_input("Batch size", 1, 8192, step=32, key="exp.batch_size", persist_state="session")
+    b.number_input("CPU threads per run", 0, 1024, step=1, key="exp.threads", persist_state="session", help="0 = torch's default")
+    st.radio("Recipe", list(experiment.RECIPES), key="exp.recipe", persist_state="session", horizontal=True,
              format_func=lambda r: experiment.RECIPES[r].title)
     plan = plan_from_form()
     st.caption(f"**The recipe.** {experiment.RECIPES[plan.recipe].description}")
