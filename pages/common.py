@@ -101,3 +101,17 @@ def download_status() -> None:
         st.session_state["download_started"] = False
         dataset_source.clear()
         st.rerun(scope="app")
+
+
+def _route_through_app() -> None:
+    """On a fresh server, a page opened by its own URL (a bookmark of /train) is run by Streamlit's
+    legacy pages/-folder mode, without app.py: no sidebar, every file of pages/ listed. Switch the
+    server to app.py's st.navigation and rerun, which then opens the same page through app.py."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_route_through_app()
