@@ -254,7 +254,7 @@ def _train(config: TrainConfig, writer: RunWriter | None, on_event: EventHandler
         order = order.to(device)
         while pos.step_in_epoch < steps_per_epoch:
             idx = order[pos.step_in_epoch * batch_size:(pos.step_in_epoch + 1) * batch_size][group.rank::group.world]
-            step_seed = _step_seed(config.seed, 1 << 20, pos.global_step, group.rank)
+            step_seed = _step_seed(config.seed, 1 << 20, pos.global_step, *([group.rank] if group.active else []))
             torch.manual_seed(step_seed)  # dropout; CUDA too
             gen = torch.Generator(device=device).manual_seed(step_seed)
             inputs = augment_batch(train_x[idx], augmentation, model.input_size, gen)
