@@ -1,21 +1,31 @@
-"""The fast paper-formula LRN equals torch's LocalResponseNorm (with alpha*size), values and gradients."""
+"""The fast paper-formula LRN equals torch's LocalResponseNorm (with alpha*size), values and gradients.
+
+Both of its power paths are covered: beta = 3/4 (the paper's, computed with rsqrt) and any other
+beta (computed with pow); both layouts (the window slides along the innermost axis of a
+channels-last tensor); with and without autograd (evaluation takes a path that saves nothing).
+"""
 import pytest
 import torch
 
 from alexnet.lrn import LocalResponseNorm, local_response_norm
 
 
+def _torch_lrn(x, size, alpha, beta, k):
+    return torch.nn.LocalResponseNorm(size, alpha=alpha * size, beta=beta, k=k)(x)
+
+
+@pytest.mark.parametrize("beta", [0.75, 0.6])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("size", [3, 5, 7])
-def test_matches_torch_to_1e5(channels_last, size):
+def test_matches_torch_to_1e5(channels_last, size, beta):
     torch.manual_seed(0)
     x = torch.randn(4, 33, 9, 7) * 4
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     ref_in = x.clone().requires_grad_()
     our_in = x.clone().requires_grad_()
-    reference = torch.nn.LocalResponseNorm(size, alpha=1e-4 * size, beta=0.75, k=2.0)(ref_in)
-    ours = LocalResponseNorm(size, alpha=1e-4, beta=0.75, k=2.0)(our_in)
+    reference = _torch_lrn(ref_in, size, 1e-4, beta, 2.0)
+    ours = LocalResponseNorm(size, alpha=1e-4, beta=beta, k=2.0)(our_in)
     grad = torch.randn_like(reference)
     reference.backward(grad)
     ours.backward(grad)
@@ -24,27 +34,123 @@ def test_matches_torch_to_1e5(channels_last, size):
     assert ours.is_contiguous(memory_format=torch.channels_last) == channels_last
 
 
-def test_matches_the_formula_written_out():
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_large_activations_where_the_norm_bites(channels_last):
+    """With alpha = 1e-2 and activations of tens, d is far from k: every term of the gradient matters."""
+    torch.manual_seed(3)
+    x = torch.randn(2, 64, 5, 5) * 30
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    ref_in, our_in = x.clone().requires_grad_(), x.clone().requires_grad_()
+    reference = _torch_lrn(ref_in, 5, 1e-2, 0.75, 1.0)
+    ours = local_response_norm(our_in, 5, 1e-2, 0.75, 1.0)
+    assert (ours.abs() < 0.5 * x.abs()).float().mean() > 0.5  # the norm is doing real work here
+    grad = torch.randn_like(reference)
+    reference.backward(grad)
+    ours.backward(grad)
+    assert torch.allclose(ours, reference, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(our_in.grad, ref_in.grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("input_last,grad_last", [(True, False), (False, True)])
+def test_a_gradient_in_the_other_layout(input_last, grad_last):
+    torch.manual_seed(2)
+    x = torch.randn(3, 16, 6, 5) * 3
+    fmt = lambda t, last: t.contiguous(memory_format=torch.channels_last) if last else t.contiguous()  # noqa: E731
+    ref_in, our_in = fmt(x, input_last).clone().requires_grad_(), fmt(x, input_last).clone().requires_grad_()
+    grad = fmt(torch.randn(3, 16, 6, 5), grad_last)
+    _torch_lrn(ref_in, 5, 1e-4, 0.75, 2.0).backward(grad)
+    local_response_norm(our_in).backward(grad)
+    assert torch.allclose(our_in.grad, ref_in.grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("beta", [0.75, 0.6])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_without_autograd_it_gives_the_same_values(channels_last, beta):
+    torch.manual_seed(4)
+    x = torch.randn(2, 24, 7, 7) * 5
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with_grad = local_response_norm(x.clone().requires_grad_(), 5, 1e-4, beta, 2.0).detach()
+    with torch.no_grad():
+        no_grad = local_response_norm(x.clone().requires_grad_(), 5, 1e-4, beta, 2.0)
+    plain = local_response_norm(x, 5, 1e-4, beta, 2.0)  # an input that does not require grad
+    with torch.inference_mode():
+        inference = local_response_norm(x, 5, 1e-4, beta, 2.0)
+    for out in (no_grad, plain, inference):
+        assert not out.requires_grad
+        assert torch.allclose(out, with_grad, atol=1e-6, rtol=1e-6)
+        assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert torch.allclose(plain, _torch_lrn(x, 5, 1e-4, beta, 2.0), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("beta", [0.75, 0.6])
+def test_matches_the_formula_written_out(beta):
     torch.manual_seed(1)
     a = torch.randn(1, 8, 2, 2, dtype=torch.double) * 10
-    n, alpha, beta, k = 5, 1e-4, 0.75, 2.0
+    n, alpha, k = 5, 1e-4, 2.0
     expected = torch.empty_like(a)
     for c in range(8):
         lo, hi = max(0, c - n // 2), min(7, c + n // 2)
         expected[:, c] = a[:, c] / (k + alpha * (a[:, lo:hi + 1] ** 2).sum(1)) ** beta
     assert torch.allclose(local_response_norm(a, n, alpha, beta, k), expected, atol=1e-12)
+    assert torch.allclose(local_response_norm(a.contiguous(memory_format=torch.channels_last), n, alpha, beta, k),
+                          expected, atol=1e-12)
 
 
-def test_gradcheck():
-    x = torch.randn(2, 7, 3, 3, dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: local_response_norm(t, 5, 1e-2, 0.75, 2.0), (x,))
+@pytest.mark.parametrize("beta", [0.75, 0.6])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("size", [1, 3, 5, 7])
+def test_gradcheck(size, channels_last, beta):
+    x = torch.randn(2, 9, 3, 3, dtype=torch.double)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: local_response_norm(t, size, 1e-2, beta, 2.0), (x,))
 
 
-def test_runs_in_bfloat16():
-    x = torch.randn(2, 16, 4, 4, dtype=torch.bfloat16, requires_grad=True)
-    y = local_response_norm(x)
-    y.float().sum().backward()
-    assert y.dtype == torch.bfloat16 and x.grad is not None
+def test_other_ranks_normalise_along_dim_1():
+    x = torch.randn(3, 10, 11, requires_grad=True)
+    ref_in = x.detach().clone().requires_grad_()
+    ours, reference = local_response_norm(x), _torch_lrn(ref_in, 5, 1e-4, 0.75, 2.0)
+    ours.sum().backward()
+    reference.sum().backward()
+    assert torch.allclose(ours, reference, atol=1e-6) and torch.allclose(x.grad, ref_in.grad, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_runs_in_bfloat16_to_bfloat16_precision(channels_last):
+    """bf16 in, bf16 out, and off the exact answer (for the same rounded input) by about bf16's own step."""
+    torch.manual_seed(5)
+    x = (torch.randn(4, 32, 8, 8) * 20).to(torch.bfloat16)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    exact_in = x.detach().double().requires_grad_()
+    y = local_response_norm(x, 5, 1e-3, 0.75, 2.0)  # alpha large enough that d spans 2 to ~30
+    exact = local_response_norm(exact_in, 5, 1e-3, 0.75, 2.0)
+    grad = torch.randn(4, 32, 8, 8, dtype=torch.double)
+    y.backward(grad.to(torch.bfloat16))
+    exact.backward(grad)
+    assert y.dtype == x.grad.dtype == torch.bfloat16
+    assert y.is_contiguous(memory_format=torch.channels_last) == channels_last
+    relative = ((y.double() - exact).abs() / exact.abs().clamp_min(1e-3)).flatten()
+    assert relative.max() < 0.02 and relative.pow(2).mean().sqrt() < 0.005
+    grad_error = (x.grad.double() - exact_in.grad).norm() / exact_in.grad.norm()
+    assert grad_error < 0.01
+
+
+def test_in_a_model_under_bf16_autocast():
+    from alexnet.models import build
+
+    torch.manual_seed(0)
+    model = build("cifar", "lrn").to(memory_format=torch.channels_last)
+    inputs = torch.randn(8, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(inputs)
+    logits.float().sum().backward()
+    assert torch.isfinite(logits.float()).all()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 def test_even_size_is_refused():
