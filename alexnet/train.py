@@ -134,6 +134,23 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.d
     return total_loss / n, (preds == y.cpu()).float().mean().item() if len(x) else 0.0, preds
 
 
+def train_step(forward: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               inputs: torch.Tensor, labels: torch.Tensor, device: torch.device, dtype: torch.dtype,
+               label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on a prepared batch under autocast; returns the detached mean loss and logits.
+
+    The training loop and bench/throughput.py both call this, so the benchmark times the real step.
+    """
+    with autocast(device, dtype):
+        logits = forward(inputs)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach(), logits.detach()
+
+
 def confusion_matrix(labels: torch.Tensor, preds: torch.Tensor, classes: int = 10) -> torch.Tensor:
     return torch.bincount(labels * classes + preds, minlength=classes * classes).reshape(classes, classes)
 
@@ -261,16 +278,11 @@ def _train(config: TrainConfig, writer: RunWriter | None, on_event: EventHandler
             if config.channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             labels = train_y[idx]
-            with autocast(device, dtype):
-                logits = forward(inputs)
-                loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            loss, logits = train_step(forward, optimizer, scaler, inputs, labels, device, dtype,
+                                      config.label_smoothing)
             if schedule_every == "step":
                 scheduler.step()
-            window_loss += loss.detach() * len(idx)
+            window_loss += loss * len(idx)
             window_correct += (logits.argmax(1) == labels).sum()
             window_seen += len(idx)
             pos.step_in_epoch += 1
