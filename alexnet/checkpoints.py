@@ -10,6 +10,7 @@ import json
 import os
 import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .models import AlexNet, NORMS, build
+from .models import NORMS, VARIANTS, AlexNet, build
 
 
 class CheckpointError(ValueError):
@@ -37,6 +38,16 @@ def _atomic(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def discard_partial_writes(folder: Path) -> None:
+    """Remove the temporary files of checkpoints whose process was killed before renaming them.
+
+    Only the run's one training process writes checkpoints, so it calls this when it starts.
+    """
+    for pattern in (".state.pt.*.tmp", ".weights.safetensors.*.tmp"):
+        for leftover in Path(folder).glob(pattern):
+            leftover.unlink(missing_ok=True)
 
 
 def save_state(path: Path, state: dict) -> None:
@@ -84,20 +95,42 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
     except SafetensorError as err:
         raise CheckpointError(f"{name} is not a valid safetensors file ({err})") from err
+    _refuse_compressed_archive(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(f"{name} was refused: it contains Python objects other than weights, which could "
-                              "run code when loaded. Save the model's state_dict() (or use safetensors).") from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"{name} is not a checkpoint that can be read (truncated or another format): {err}") from err
+        if "Unsupported global" in str(err):
+            raise CheckpointError(f"{name} was refused: it contains Python objects other than weights, which could "
+                                  "run code when loaded. Save the model's state_dict() (or use safetensors).") from err
+        raise CheckpointError(f"{name} is not a PyTorch checkpoint (or it is damaged)") from err
+    except Exception as err:  # torch.load meets damaged files with KeyError, IndexError, AssertionError...
+        raise CheckpointError(f"{name} is not a checkpoint that can be read (truncated or another format): "
+                              f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
     return _find_state_dict(obj, name)
+
+
+def _refuse_compressed_archive(path: Path) -> None:
+    """torch.save writes its zip archive uncompressed; a compressed one can expand a small upload into gigabytes."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as archive:
+            packed = [i.filename for i in archive.infolist() if i.compress_type != zipfile.ZIP_STORED]
+    except Exception as err:  # zipfile meets damaged archives with several kinds of error
+        raise CheckpointError(f"{path.name} is a damaged archive: {err}") from err
+    if packed:
+        raise CheckpointError(f"{path.name} was refused: it holds compressed entries ({packed[0]}), which torch.save "
+                              "never writes and which could expand to fill the server's memory")
 
 
 def _find_state_dict(obj: Any, name: str) -> dict[str, torch.Tensor]:
     """Accept a bare state_dict or the common wrappers ({'model': ...}, {'state_dict': ...})."""
     if isinstance(obj, dict):
-        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+            odd = [k for k, v in obj.items() if v.layout != torch.strided or v.device.type != "cpu" or v.is_complex()]
+            if odd:
+                raise CheckpointError(f"{name} holds tensors that are not plain weights ({odd[0]}: "
+                                      f"{obj[odd[0]].layout}, {obj[odd[0]].dtype} on {obj[odd[0]].device})")
             return obj
         for key in ("model", "state_dict", "model_state_dict", "weights"):
             if isinstance(obj.get(key), dict):
@@ -138,7 +171,9 @@ def load_model(path: str | Path, variant: str | None = None, norm: str | None = 
     state = read_state_dict(path)
     meta = read_metadata(path) if path.suffix == ".safetensors" else {}
     if variant is None or norm is None:
-        guessed = (meta.get("variant"), meta.get("norm")) if meta.get("variant") else guess_architecture(state)
+        # The metadata is the file's own word, so it is used only when it names a known variant and norm.
+        known = meta.get("variant") in VARIANTS and meta.get("norm") in NORMS
+        guessed = (meta["variant"], meta["norm"]) if known else guess_architecture(state)
         if guessed is None:
             raise CheckpointError(f"{path.name} fits none of the variants (cifar or paper, with lrn, bn or none); "
                                   "pick the variant it was trained as to see which layers differ")
@@ -151,5 +186,10 @@ def load_model(path: str | Path, variant: str | None = None, norm: str | None = 
         if guessed:
             hint = f" It looks like the {guessed[0]} variant with norm={guessed[1]}."
         raise CheckpointError(f"{path.name} does not fit the {variant} variant with norm={norm}: {mismatch}.{hint}")
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointError(f"{path.name} holds weights that are not finite numbers (NaN or infinity) in "
+                              f"{', '.join(broken[:4])}{' ...' if len(broken) > 4 else ''}: a diverged run's weights "
+                              "cannot classify anything")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return model.to(device).eval()
