@@ -163,9 +163,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from .models import build, count_parameters, summary
+    from .models import VARIANTS, build, count_parameters, summary
 
-    model = build(args.variant, args.norm)
+    model = build(args.variant, args.norm or VARIANTS[args.variant].norms[0])
     rows = summary(model)
     print(f"{'layer':14} {'type':18} {'output':>16} {'params':>12} {'mult-adds':>14}")
     for r in rows:
@@ -177,6 +177,11 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def _model_for(args: argparse.Namespace):
     from .checkpoints import load_model
 
+    if getattr(args, "imagenet", False):
+        from . import imagenet
+        if args.run:
+            raise ValueError("--imagenet uses torchvision's ImageNet weights: name their file with --weights, not --run")
+        return imagenet.load_pretrained(args.weights), imagenet.weights_file(args.weights)
     path = Path(args.weights) if args.weights else None
     if args.run:
         path = run_records.runs_root(args.runs) / run_records.check_name(args.run) / "weights.safetensors"
@@ -216,6 +221,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
+    if args.imagenet:
+        from . import imagenet
+
+        print(f"torchvision's ImageNet AlexNet in {imagenet.download(progress=not args.quiet)}")
+        return 0
     from .data import download_cifar10
 
     source = download_cifar10(args.data)
@@ -289,8 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("summary", help="each layer's output shape, parameters and multiply-adds")
-    p.add_argument("variant", choices=["cifar", "paper"])
-    p.add_argument("--norm", default="lrn", choices=["lrn", "bn", "none"])
+    p.add_argument("variant", choices=["cifar", "paper", "imagenet"])
+    p.add_argument("--norm", default=None, choices=["lrn", "bn", "none"], help="default: lrn (imagenet: none)")
     p.set_defaults(func=cmd_summary)
 
     for name, func, text in (("eval", cmd_eval, "test accuracy of a run or weights file"),
@@ -303,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("images", nargs="+")
             p.add_argument("--top", type=int, default=3)
+            p.add_argument("--imagenet", action="store_true", help="torchvision's ImageNet AlexNet (1000 classes); "
+                           "--weights names its file, default: torch's hub cache (python -m alexnet download "
+                           "--imagenet fetches it)")
         p.set_defaults(func=func)
 
     p = sub.add_parser("experiment", help="paired LRN-versus-BN runs over seeds, and their verdict", description=
@@ -331,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("download", help="download CIFAR-10 (online) where the app finds it")
     p.add_argument("--data", help="target folder (default: ~/.cache/alexnet-lab)")
+    p.add_argument("--imagenet", action="store_true", help="instead, torchvision's ImageNet AlexNet weights (233 MB) "
+                   "into torch's hub cache ($TORCH_HOME/hub/checkpoints)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_download)
     return parser
 

@@ -19,6 +19,9 @@ class TrainConfig:
     norm: str = "bn"                # lrn | bn | none, after the ReLU of conv1 and conv2
     init: str = "kaiming"           # kaiming (zero biases) | paper (N(0, 0.01), biases 1) | torch defaults
     dropout: float = 0.5            # probability, before fc6 and fc7 as in the paper
+    pretrained_path: str | None = None  # imagenet variant: its ImageNet weights file; None = torch's hub cache
+    freeze_features: bool = False   # keep the conv layers fixed (the pretrained ones): train the classifier only
+    features_lr_scale: float = 1.0  # the conv layers' learning rate as a fraction of lr (fine-tuning: about 0.1)
     # data
     data_dir: str | None = None     # folder with cifar-10-batches-py; None = resolve (env, usual places, sample)
     val_fraction: float = 0.1       # share of the training images held out for validation, split with `seed`
@@ -70,6 +73,9 @@ class TrainConfig:
             p.append(f"variant {self.variant!r} is unknown (choose {', '.join(VARIANTS)})")
         if self.norm not in NORMS:
             p.append(f"norm {self.norm!r} is unknown (choose {', '.join(NORMS)})")
+        elif self.variant in VARIANTS and self.norm not in VARIANTS[self.variant].norms:
+            p.append(f"the {self.variant} variant has no {self.norm} layers: choose norm "
+                     f"{' or '.join(VARIANTS[self.variant].norms)}")
         if self.init not in INITS:
             p.append(f"init {self.init!r} is unknown (choose {', '.join(INITS)})")
         if self.optimizer not in OPTIMIZERS:
@@ -83,6 +89,10 @@ class TrainConfig:
             (1 <= self.batch_size <= 8192, f"batch size must be 1 to 8192, got {self.batch_size}"),
             (1 <= self.epochs <= 1000, f"epochs must be 1 to 1000, got {self.epochs}"),
             (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
+            (0 < self.features_lr_scale <= 1, f"the conv layers' learning-rate scale must be in (0, 1], got "
+                                              f"{self.features_lr_scale}"),
+            (not self.pretrained_path or self.variant == "imagenet",
+             "pretrained weights are for the imagenet variant only"),
             (0 <= self.weight_decay <= 1, f"weight decay must be in [0, 1], got {self.weight_decay}"),
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
             (0 <= self.val_fraction < 0.9, f"validation fraction must be in [0, 0.9), got {self.val_fraction}"),

@@ -262,15 +262,28 @@ class Augment:
     zoom: float = 0.0              # random zoom in 1 +- zoom (the report used 0.1)
 
 
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(CIFAR10_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR10_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - mean) / std
+Stats = tuple[float, float, float]
 
 
-def to_model_input(x: torch.Tensor, input_size: int) -> torch.Tensor:
-    """uint8 N x 3 x 32 x 32 -> normalised float at the variant's input size: the one path for eval and predict."""
-    out = normalize(x.float().div_(255))
+def normalization(model: torch.nn.Module) -> tuple[Stats, Stats]:
+    """The (mean, std) a model's inputs are normalised with: its own `mean`/`std` where it has them
+    (torchvision's ImageNet AlexNet: ImageNet's), else CIFAR-10's (the variants trained from scratch here)."""
+    return getattr(model, "mean", CIFAR10_MEAN), getattr(model, "std", CIFAR10_STD)
+
+
+def normalize(x: torch.Tensor, mean: Stats = CIFAR10_MEAN, std: Stats = CIFAR10_STD) -> torch.Tensor:
+    mean_ = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std_ = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean_) / std_
+
+
+def to_model_input(x: torch.Tensor, input_size: int, mean: Stats = CIFAR10_MEAN, std: Stats = CIFAR10_STD
+                   ) -> torch.Tensor:
+    """uint8 N x 3 x H x W -> normalised float at the variant's input size: the one path for eval and predict.
+
+    `mean`/`std` are the model's (`normalization(model)`); CIFAR-10's unless it was pretrained elsewhere.
+    """
+    out = normalize(x.float().div_(255), mean, std)
     if out.shape[-1] != input_size:
         out = F.interpolate(out, size=(input_size, input_size), mode="bilinear", align_corners=False)
     return out
@@ -299,7 +312,8 @@ def _rotate_zoom(x: torch.Tensor, degrees: float, zoom: float, size: int, gen: t
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-def augment_batch(x: torch.Tensor, aug: Augment, input_size: int, gen: torch.Generator) -> torch.Tensor:
+def augment_batch(x: torch.Tensor, aug: Augment, input_size: int, gen: torch.Generator,
+                  mean: Stats = CIFAR10_MEAN, std: Stats = CIFAR10_STD) -> torch.Tensor:
     """uint8 batch on the device -> augmented, normalised float batch at `input_size`, all on the device."""
     out = x.float().div_(255)
     if aug.crop_padding:
@@ -307,7 +321,7 @@ def augment_batch(x: torch.Tensor, aug: Augment, input_size: int, gen: torch.Gen
     if aug.flip:
         mask = torch.rand(len(out), generator=gen, device=gen.device).to(out.device) < 0.5
         out = torch.where(mask[:, None, None, None], out.flip(-1), out)
-    out = normalize(out)
+    out = normalize(out, mean, std)
     if aug.rotate_degrees or aug.zoom:
         return _rotate_zoom(out, aug.rotate_degrees, aug.zoom, input_size, gen)
     if out.shape[-1] != input_size:

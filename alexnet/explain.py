@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from captum.attr import GuidedGradCam, IntegratedGradients, LayerAttribution, LayerGradCam
 from torch import nn
 
-from .data import to_model_input
+from .data import normalization, to_model_input
 from .images import to_tensor
-from .predict import ImageLike, cifar_image, model_in_use, model_input, probabilities
+from .predict import ImageLike, image_size, model_in_use, model_input, network_image, probabilities
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 _HOOK_EXTRAS = ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs")
@@ -195,7 +195,7 @@ def _explaining(model: nn.Module) -> Iterator[None]:
 def _target(model: nn.Module, image: ImageLike, target: int | None) -> int:
     if target is not None:
         return int(target)
-    return int(probabilities(model, to_tensor(cifar_image(image)))[0].argmax())
+    return int(probabilities(model, to_tensor(network_image(image, model)))[0].argmax())
 
 
 def grad_cam(model: nn.Module, image: ImageLike, layer: str | None = None, target: int | None = None
@@ -232,13 +232,15 @@ def integrated_gradients(model: nn.Module, image: ImageLike, target: int | None 
     Signed: positive pixels raise the class score. The attributions add up to `score_gap`
     (the class score's rise from the black image to this one) up to `delta`, the error of the
     integral's `steps`-point approximation. `internal_batch_size` bounds memory: by default all
-    steps in one batch at 32x32, 8 at a time at 227x227 (the paper variant then peaks under 1 GB of RSS).
+    steps in one batch at 32x32, 8 at a time at 224 or 227 (the paper variant then peaks under 1 GB of RSS).
     """
     if internal_batch_size is None:
         internal_batch_size = steps if model.input_size <= 64 else 8
     target = _target(model, image, target)
     x = model_input(image, model)
-    black = to_model_input(torch.zeros(1, 3, 32, 32, dtype=torch.uint8, device=x.device), model.input_size)
+    side = image_size(model)
+    black = to_model_input(torch.zeros(1, 3, side, side, dtype=torch.uint8, device=x.device), model.input_size,
+                           *normalization(model))
     with _explaining(model):
         ig = IntegratedGradients(model)
         attr, delta = ig.attribute(x, baselines=black, target=target, n_steps=steps,

@@ -78,8 +78,10 @@ def own_best(runs: Iterable[Run]) -> list[Run]:
 def _own_row(run: Run) -> dict[str, Any]:
     c, r = run.config, run.result or {}
     full = r.get("dataset_kind") == "cifar10"
-    size = {"cifar": "32x32", "paper": "227x227"}.get(c.get("variant"), "?")
+    size = {"cifar": "32x32", "paper": "227x227", "imagenet": "224x224"}.get(c.get("variant"), "?")
     caveat = "test set used once, after training (a validation split is held out)"
+    if c.get("variant") == "imagenet":
+        caveat = "pretrained on ImageNet, then fine-tuned: not trained from scratch like the others; " + caveat
     if not full:
         caveat = "not the full CIFAR-10: a smaller test set, so not comparable on equal terms; " + caveat
     epochs = r.get("epochs_run", c.get("epochs"))

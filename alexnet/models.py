@@ -119,8 +119,18 @@ def cifar_alexnet(norm: str = "bn", num_classes: int = 10, dropout: float = 0.5)
 class Variant:
     name: str
     input_size: int
-    build: Callable[..., AlexNet]
+    build: Callable[..., nn.Module]
     description: str
+    norms: tuple[str, ...] = NORMS   # the norms it can be built with
+
+
+def imagenet_alexnet(norm: str = "none", num_classes: int = 10, dropout: float = 0.5) -> nn.Module:
+    """torchvision's own AlexNet at 224x224, the one-GPU layout of Krizhevsky's 2014 "One weird trick" paper:
+    64-192-384-256-256 channels, ungrouped, no norm layers, FC 4096-4096. Its ImageNet weights and
+    their preprocessing come from torchvision too (alexnet/imagenet.py)."""
+    from .imagenet import build_model  # imagenet.py reads weight files through checkpoints.py, which imports us
+
+    return build_model(num_classes, dropout)
 
 
 VARIANTS: dict[str, Variant] = {
@@ -130,6 +140,11 @@ VARIANTS: dict[str, Variant] = {
     "cifar": Variant("cifar", 32, cifar_alexnet,
                      "A 32x32-native AlexNet: the same 5 conv + 3 FC layers with 5x5/3x3 kernels and stride 1, "
                      "FC 512-512, about 3.9 M parameters; trains in minutes on a CPU."),
+    "imagenet": Variant("imagenet", 224, imagenet_alexnet,
+                        "torchvision's AlexNet with its ImageNet-trained weights: names photos in ImageNet's 1000 "
+                        "classes, or is fine-tuned on CIFAR-10 (images upsampled to 224x224, a new 10-class last "
+                        "layer); 224x224 input, no norm layers, about 57 M parameters with 10 classes.",
+                        norms=("none",)),
 }
 
 
@@ -163,6 +178,8 @@ def build(name: str, norm: str = "bn", num_classes: int = 10, dropout: float = 0
         raise ValueError(f"unknown variant {name!r}: choose one of {', '.join(VARIANTS)}")
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}: choose one of {', '.join(NORMS)}")
+    if norm not in VARIANTS[name].norms:
+        raise ValueError(f"the {name} variant has no {norm} layers: choose norm {' or '.join(VARIANTS[name].norms)}")
     model = VARIANTS[name].build(norm=norm, num_classes=num_classes, dropout=dropout)
     init_weights(model, init)
     return model

@@ -1,8 +1,11 @@
 """Classifying images: one preprocessing path, class probabilities, and what the network sees.
 
 Every image, whatever its source (upload, camera, example, test set), goes
-`images.to_cifar_array` -> `images.to_tensor` -> `data.to_model_input`, so the
-Predict page, the Explain page and `python -m alexnet predict` see the same pixels.
+`network_image` -> `images.to_tensor` -> `data.to_model_input`, so the Predict page, the
+Explain page and `python -m alexnet predict` see the same pixels. `network_image` is the
+32x32 centre crop (`images.to_cifar_array`) for a model trained on CIFAR-10, and torchvision's
+resize and centre crop to 224x224 (`imagenet.photo_pixels`) for the ImageNet model; each
+model's own mean and std normalise it (`data.normalization`).
 
 Models loaded by the app are shared by every browser session (one Python process,
 one thread per session), and captum attaches hooks to a model while it explains.
@@ -30,9 +33,10 @@ import torch
 from PIL import Image
 from torch import nn
 
+from . import imagenet
 from . import runs as run_records
 from .checkpoints import load_model, read_metadata, save_weights
-from .data import CIFAR10_MEAN, CIFAR10_STD, PROJECT_ROOT, to_model_input
+from .data import CIFAR10_MEAN, CIFAR10_STD, PROJECT_ROOT, Stats, normalization, to_model_input
 from .images import to_cifar_array, to_tensor
 from .models import CIFAR10_CLASSES
 
@@ -76,7 +80,9 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def class_names(model: nn.Module) -> tuple[str, ...]:
-    """CIFAR-10's names for a 10-class model; 'class i' for any other head."""
+    """The model's own names (the ImageNet model's 1000), else CIFAR-10's for a 10-class model; 'class i' otherwise."""
+    if getattr(model, "classes", None):
+        return tuple(model.classes)
     count = model.classifier[-1].out_features if hasattr(model, "classifier") else len(CIFAR10_CLASSES)
     return CIFAR10_CLASSES if count == len(CIFAR10_CLASSES) else tuple(f"class {i}" for i in range(count))
 
@@ -90,10 +96,25 @@ def cifar_image(image: ImageLike) -> np.ndarray:
     return to_cifar_array(image, 32)
 
 
+def image_size(model: nn.Module) -> int:
+    """The side of the uint8 picture the model is given before any upsampling: 32 for a model trained on
+    CIFAR-10 (whatever its input size), 224 for the ImageNet model (`imagenet.build_model`)."""
+    return getattr(model, "image_size", 32)
+
+
+def network_image(image: ImageLike, model: nn.Module) -> np.ndarray:
+    """The uint8 picture `model` is given, before normalisation: a 32x32 centre crop for a model trained on
+    CIFAR-10, torchvision's resize and 224x224 centre crop for the ImageNet model. An array that is
+    already that picture (its size and uint8) is taken as is."""
+    if image_size(model) == 32:
+        return cifar_image(image)
+    return imagenet.photo_pixels(image)
+
+
 def model_input(image: ImageLike, model: nn.Module) -> torch.Tensor:
-    """1 x 3 x S x S float input on the model's device, S the variant's input size (32 or 227)."""
-    batch = to_tensor(cifar_image(image)).to(model_device(model))
-    return to_model_input(batch, model.input_size)
+    """1 x 3 x S x S float input on the model's device, S the variant's input size (32, 227 or 224)."""
+    batch = to_tensor(network_image(image, model)).to(model_device(model))
+    return to_model_input(batch, model.input_size, *normalization(model))
 
 
 @dataclass(frozen=True)
@@ -133,24 +154,26 @@ class Prediction:
 
 
 def probabilities(model: nn.Module, batch: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Softmax probabilities (N x classes, float32 on the CPU) for a uint8 N x 3 x 32 x 32 batch."""
+    """Softmax probabilities (N x classes, float32 on the CPU) for a uint8 N x 3 x S x S batch of
+    `network_image`s (S = `image_size(model)`: 32, or 224 for the ImageNet model)."""
     device = model_device(model)
+    mean, std = normalization(model)
     out = []
     with model_in_use(model), torch.no_grad():
         for i in range(0, len(batch), batch_size):
-            inputs = to_model_input(batch[i:i + batch_size].to(device), model.input_size)
+            inputs = to_model_input(batch[i:i + batch_size].to(device), model.input_size, mean, std)
             out.append(torch.softmax(model(inputs).float(), dim=1).cpu())
     return torch.cat(out) if out else torch.zeros(0, len(class_names(model)))
 
 
 def predict(model: nn.Module, image: ImageLike) -> Prediction:
-    probs = probabilities(model, to_tensor(cifar_image(image)))[0]
+    probs = probabilities(model, to_tensor(network_image(image, model)))[0]
     return Prediction(tuple(float(p) for p in probs), class_names(model))
 
 
 def predict_images(model: nn.Module, images: Iterable[ImageLike], top: int = 3) -> list[list[tuple[str, float]]]:
     """The `top` (label, probability) pairs of each image, most likely first."""
-    arrays = [cifar_image(img) for img in images]
+    arrays = [network_image(img, model) for img in images]
     if not arrays:
         return []
     batch = torch.cat([to_tensor(a) for a in arrays])
@@ -166,13 +189,13 @@ class NetworkView:
     input_size: int
 
 
-def network_view(image: ImageLike, input_size: int) -> NetworkView:
-    """Undoes only the mean/std normalisation of the real model input, so the picture is what the model gets."""
+def network_view(image: ImageLike, input_size: int, mean: Stats = CIFAR10_MEAN, std: Stats = CIFAR10_STD
+                 ) -> NetworkView:
+    """Undoes only the mean/std normalisation (the model's: `data.normalization`) of the real model input of a
+    model trained on 32x32 images, so the picture is what the model gets."""
     small = cifar_image(image)
-    x = to_model_input(to_tensor(small), input_size)[0]
-    mean = torch.tensor(CIFAR10_MEAN).view(3, 1, 1)
-    std = torch.tensor(CIFAR10_STD).view(3, 1, 1)
-    rgb = (x * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8)
+    x = to_model_input(to_tensor(small), input_size, mean, std)[0]
+    rgb = (x * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)).clamp(0, 1).mul(255).round().to(torch.uint8)
     return NetworkView(small, rgb.permute(1, 2, 0).numpy(), input_size)
 
 

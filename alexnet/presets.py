@@ -75,6 +75,21 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                          weight_decay=5e-4, schedule="onecycle", epochs=10, batch_size=64, dropout=0.25,
                          crop_padding=4, flip=True, rotate_degrees=0.0, zoom=0.0, log_every=2),
     ),
+    Preset(
+        name="imagenet-finetune",
+        title="ImageNet-pretrained, fine-tuned on CIFAR-10",
+        description="torchvision's ImageNet AlexNet with a new 10-class last layer: CIFAR images upsampled to "
+                    "224x224 and normalised with ImageNet's mean and std, SGD 0.01 one-cycle for the classifier and "
+                    "a tenth of it for the conv layers (or freeze them), crops + flips, 3 epochs. Needs the ImageNet "
+                    "weights (233 MB, torch's hub cache or a file you name); 57 M parameters at 224x224: a GPU job, "
+                    "or a long wait on a CPU (bench/finetune_speed.py measures yours).",
+        source="torchvision's AlexNet_Weights.IMAGENET1K_V1 and the usual fine-tuning recipe (new head, lower rate "
+               "for pretrained layers); no published CIFAR-10 figure is reproduced",
+        base=TrainConfig(variant="imagenet", norm="none", init="kaiming", optimizer="sgd", lr=0.01, momentum=0.9,
+                         weight_decay=5e-4, schedule="onecycle", epochs=3, batch_size=64, dropout=0.5,
+                         crop_padding=4, flip=True, rotate_degrees=0.0, zoom=0.0, freeze_features=False,
+                         features_lr_scale=0.1, log_every=2),
+    ),
 )}
 
 DEFAULT = "fast-cpu-demo"
