@@ -162,9 +162,14 @@ def _picture_layout(fig: go.Figure, title: str | None, height: int) -> go.Figure
 
 
 def probability_bars(probabilities: Sequence[float], classes: Sequence[str], true_label: int | None = None,
-                     title: str | None = None, height: int = 330) -> go.Figure:
-    """Every class's probability as a horizontal bar, most likely on top; the true class (if known) in green."""
+                     title: str | None = None, height: int = 330, top: int | None = None) -> go.Figure:
+    """Every class's probability as a horizontal bar, most likely on top; the true class (if known) in green.
+
+    With `top`, only the `top` most likely classes (1000 ImageNet names do not fit a chart), and the true one.
+    """
     order = sorted(range(len(classes)), key=lambda i: probabilities[i])
+    if top is not None:
+        order = [i for i in order if i in order[-top:] or i == true_label]
     top = order[-1]
     colors = [_TRUE_COLOR if i == true_label else _TOP_COLOR if i == top else _OTHER_COLOR for i in order]
     names = [f"{classes[i]} (true)" if i == true_label else classes[i] for i in order]

@@ -4,6 +4,8 @@ from __future__ import annotations
 import streamlit as st
 
 from alexnet import charts, explain
+from alexnet.models import CIFAR10_CLASSES
+from alexnet.predict import class_names, image_size
 from pages import pickers
 
 st.title("Explain")
@@ -27,18 +29,21 @@ if not usable:
 image, decoded = usable[0]
 if len(usable) > 1:
     st.caption(f"Explaining the first usable file, {image.name}; the Predict page classifies several at once.")
-prediction = pickers.prediction(image.digest, loaded.key, decoded.small, model)
+pixels = decoded.pixels(model)            # what this model is given of the image (32x32, or 224x224 for ImageNet)
+shown = decoded.shown(model)              # the same region for people; the maps are laid over it
+prediction = pickers.prediction(image.digest, loaded.key, pixels, model)
 layers = explain.conv_layers(model)
 titles = [layer.title for layer in layers]
 
 head = st.columns([1, 1, 2])
 head[0].image(decoded.display, caption=image.name, width="stretch")
-head[1].plotly_chart(charts.image_figure(decoded.small, "network input, 32x32", height=200), width="stretch",
-                     key="explain_small")
+side = image_size(model)
+input_title = f"network input, {side}x{side}"
+head[1].plotly_chart(charts.image_figure(pixels, input_title, height=200), width="stretch", key="explain_small")
 with head[2]:
     st.metric("Predicted", f"{prediction.label}", f"{prediction.confidence:.1%} probability", delta_color="off",
               delta_arrow="off")
-    if image.true_label is not None:
+    if image.true_label is not None and class_names(model) == CIFAR10_CLASSES:
         st.caption(f"True class: {prediction.classes[image.true_label]}")
     st.caption(f"{loaded.label}: {model.variant} variant, norm {model.norm}, input {model.input_size}x"
                f"{model.input_size}")
@@ -59,7 +64,10 @@ def attribution_panel() -> None:
                                 "gradient. The last conv layer (the default) is the usual choice: coarse but "
                                 "most about the class.")
     options = ["predicted", *prediction.classes]
-    wanted = middle.selectbox("Class to explain", options, key="cam_target",
+    many = len(prediction.classes)
+    # A selectbox is searchable: type a few letters of any of ImageNet's 1000 names.
+    wanted = middle.selectbox("Class to explain" + (f" (type to search {many} names)" if many > 10 else ""), options,
+                              key="cam_target" if many == 10 else f"cam_target_{many}",
                               format_func=lambda o: f"the predicted class ({prediction.label})"
                               if o == "predicted" else o)
     opacity = right.slider("Map opacity", 0.0, 1.0, 0.5, 0.05, key="cam_opacity")
@@ -67,14 +75,14 @@ def attribution_panel() -> None:
     name = prediction.classes[target]
 
     args = (image.digest, loaded.key)
-    cam = pickers.attribution("gradcam", *args, layer, target, decoded.small, model)
-    guided = pickers.attribution("guided", *args, layer, target, decoded.small, model)
-    ig = pickers.attribution("ig", *args, None, target, decoded.small, model)
-    size = pickers.DISPLAY_SIZE
+    cam = pickers.attribution("gradcam", *args, layer, target, pixels, model)
+    guided = pickers.attribution("guided", *args, layer, target, pixels, model)
+    ig = pickers.attribution("ig", *args, None, target, pixels, model)
+    size = shown.shape[0]
     columns = st.columns(3)
     with columns[0]:
         st.markdown(f"**Grad-CAM** ({layer}, class {name})")
-        _show_map(cam, charts.overlay_figure(decoded.display, explain.upsample(cam.values, size), opacity,
+        _show_map(cam, charts.overlay_figure(shown, explain.upsample(cam.values, size), opacity,
                                              colorbar="evidence"))
         st.caption("Red: the regions whose features raised the score most (positive evidence only).")
     with columns[1]:
@@ -83,7 +91,7 @@ def attribution_panel() -> None:
         st.caption("Guided backpropagation times Grad-CAM: the pixels' detail inside those regions; grey is 0.")
     with columns[2]:
         st.markdown(f"**Integrated Gradients** (class {name})")
-        _show_map(ig, charts.overlay_figure(decoded.display, explain.upsample(ig.values, size), opacity,
+        _show_map(ig, charts.overlay_figure(shown, explain.upsample(ig.values, size), opacity,
                                             diverging=True, colorbar="attribution"))
         st.caption(f"Each pixel's share of the class score's rise from a black image ({ig.score_gap:.2f}); red "
                    f"raises, blue lowers it. 32 steps: the shares add up to that rise within {abs(ig.delta):.2g}.")
@@ -93,7 +101,7 @@ def attribution_panel() -> None:
 def feature_map_panel() -> None:
     left, middle, right = st.columns([1, 1, 1])
     layer = left.selectbox("Layer", titles, index=0, key="fm_layer")
-    maps = pickers.activations(image.digest, loaded.key, layer, decoded.small, model)
+    maps = pickers.activations(image.digest, loaded.key, layer, pixels, model)
     total = len(maps.channels)
     count = middle.slider("Channels", 1, total, min(32, total), key="fm_count",
                           help="The strongest channels first (mean activation over the map).")

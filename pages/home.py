@@ -10,9 +10,9 @@ import inspect
 
 import streamlit as st
 
-from alexnet import charts, history
+from alexnet import charts, history, imagenet
 from alexnet import runs as run_records
-from alexnet.models import NORMS, VARIANTS, build, summary
+from alexnet.models import VARIANTS, build, summary
 from pages import common
 
 NORM_LABELS = {"lrn": "LRN (paper)", "bn": "batch norm", "none": "none"}
@@ -51,11 +51,19 @@ for name, variant in VARIANTS.items():
     with st.container(border=True):
         st.markdown(f"**{name}** · input {variant.input_size}×{variant.input_size}  \n{variant.description}")
         st.caption(inspect.getdoc(variant.build) or "")
+st.markdown(f"The AlexNet most people know is torchvision's ImageNet one (`AlexNet_Weights.IMAGENET1K_V1`, "
+            f"{imagenet.PARAMETERS / 1e6:.1f} M parameters): on the **Predict** and **Explain** pages it names any "
+            f"photo in ImageNet's 1000 classes; its top-1 accuracy of {imagenet.TOP1:.1%} and top-5 of "
+            f"{imagenet.TOP5:.1%} are torchvision's own figures on ImageNet's 50,000 validation images (from the "
+            "weights' metadata), not measured here.")
 
 st.header("Architecture")
 left, right, _ = st.columns([1, 1, 2])
 variant = left.selectbox("Variant", list(VARIANTS), key="home.variant", persist_state="session")
-norm = right.selectbox("Norm", NORMS, key="home.norm", format_func=NORM_LABELS.get, persist_state="session")
+if st.session_state.get("home.norm") not in VARIANTS[variant].norms:
+    st.session_state["home.norm"] = VARIANTS[variant].norms[0]   # torchvision's AlexNet has no norm layers
+norm = right.selectbox("Norm", VARIANTS[variant].norms, key="home.norm", format_func=NORM_LABELS.get,
+                       persist_state="session")
 rows = layer_rows(variant, norm)
 a, b, c = st.columns(3)
 a.metric("Parameters", f"{sum(r.parameters for r in rows):,}")

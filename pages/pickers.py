@@ -5,28 +5,35 @@ Not a page (app.py lists the pages). The image the Predict page shows is kept in
 opens on the same image and model. Per-image results are cached by the sha256 of the
 image's bytes and the model's key (file, modification time, variant, norm): moving a
 slider redraws, it does not recompute.
+
+The picker also offers torchvision's ImageNet AlexNet (alexnet/imagenet.py): from torch's hub
+cache or a file named on the server; when it is absent, the message that says where to put it
+and a button that downloads it in a background process, with progress.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import streamlit as st
 from PIL import Image
 from torch import nn
 
-from alexnet import explain, predict
+from alexnet import explain, imagenet, predict
 from alexnet.checkpoints import CheckpointError
 from alexnet.images import ImageError, load_image, to_cifar_array
 from alexnet.models import CIFAR10_CLASSES
+from alexnet.train import pick_device
 from pages.common import current_source, load_dataset, model_from_file, runs_root
 
 CURRENT_IMAGE = "current_image"
 CURRENT_MODEL = "current_model"
 FROM_PREDICT = "The Predict page's image"
 UPLOAD_CHECKPOINT = "Upload a checkpoint file..."
+IMAGENET = "ImageNet AlexNet (torchvision, 1000 classes)"
 NO_MODEL = "(none)"
 DISPLAY_SIZE = 224        # pixels of the centre crop shown beside the network's view and under maps
 GALLERY_PAGE = 24
@@ -47,10 +54,19 @@ class ChosenImage:
 
 @dataclass(frozen=True)
 class Decoded:
-    small: np.ndarray       # 32 x 32 x 3 uint8: the network's input before normalisation
+    small: np.ndarray       # 32 x 32 x 3 uint8: the input of a model trained on CIFAR-10, before normalisation
     display: np.ndarray     # DISPLAY_SIZE square crop of the same region, for people
     width: int
     height: int
+    imagenet: np.ndarray    # 224 x 224 x 3 uint8: the ImageNet model's input (resize 256, centre crop), for both
+
+    def pixels(self, model: nn.Module) -> np.ndarray:
+        """What `model` is given of this image (`predict.network_image`)."""
+        return self.small if predict.image_size(model) == 32 else self.imagenet
+
+    def shown(self, model: nn.Module) -> np.ndarray:
+        """The picture of the region `model` sees, for people and under its maps."""
+        return self.display if predict.image_size(model) == 32 else self.imagenet
 
 
 @dataclass(frozen=True)
@@ -70,30 +86,38 @@ def decode(digest: str, _data: bytes, name: str) -> Decoded | str:
         img = load_image(_data, name)
     except ImageError as err:
         return str(err)
-    return Decoded(to_cifar_array(img, 32), to_cifar_array(img, DISPLAY_SIZE), *img.size)
+    return Decoded(to_cifar_array(img, 32), to_cifar_array(img, DISPLAY_SIZE), *img.size, imagenet.photo_pixels(img))
 
+
+# `_pixels` is `Decoded.pixels(model)`: the image as that model is given it.
 
 @st.cache_data(max_entries=512, show_spinner=False)
-def prediction(digest: str, model_key: str, _small: np.ndarray, _model: nn.Module) -> predict.Prediction:
-    return predict.predict(_model, _small)
+def prediction(digest: str, model_key: str, _pixels: np.ndarray, _model: nn.Module) -> predict.Prediction:
+    return predict.predict(_model, _pixels)
 
 
 @st.cache_data(max_entries=128, show_spinner="Computing the attribution...")
 def attribution(method: str, digest: str, model_key: str, layer: str | None, target: int,
-                _small: np.ndarray, _model: nn.Module) -> explain.Attribution:
+                _pixels: np.ndarray, _model: nn.Module) -> explain.Attribution:
     if method == "gradcam":
-        return explain.grad_cam(_model, _small, layer, target)
+        return explain.grad_cam(_model, _pixels, layer, target)
     if method == "guided":
-        return explain.guided_grad_cam(_model, _small, layer, target)
+        return explain.guided_grad_cam(_model, _pixels, layer, target)
     if method == "ig":
-        return explain.integrated_gradients(_model, _small, target, steps=32)
+        return explain.integrated_gradients(_model, _pixels, target, steps=32)
     raise ValueError(f"unknown attribution method {method!r}")
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def activations(digest: str, model_key: str, layer: str, _small: np.ndarray, _model: nn.Module
+def activations(digest: str, model_key: str, layer: str, _pixels: np.ndarray, _model: nn.Module
                 ) -> explain.FeatureMaps:
-    return explain.feature_maps(_model, _small, layer)
+    return explain.feature_maps(_model, _pixels, layer)
+
+
+@st.cache_resource(show_spinner="Loading the ImageNet model (233 MB)...", max_entries=2)
+def imagenet_model(path: str, modified: float) -> nn.Module:
+    """The 1000-class ImageNet model in eval mode, shared by all sessions: never change it. `modified` keys it."""
+    return imagenet.load_pretrained(path, device=pick_device("auto"))
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -110,26 +134,30 @@ def enlarge(array: np.ndarray, factor: int) -> np.ndarray:
 # ---- model picker ----
 
 def model_picker(key: str, label: str = "Model", optional: bool = False) -> LoadedModel | None:
-    """A selectbox over the demo, finished and stopped runs, and an uploaded checkpoint; None if none loads."""
+    """A selectbox over the demo, torchvision's ImageNet model, finished and stopped runs, and an uploaded
+    checkpoint; None if none loads."""
     choices = predict.available_models(runs_root())
-    labels = ([NO_MODEL] if optional else []) + [c.label for c in choices] + [UPLOAD_CHECKPOINT]
+    labels = [c.label for c in choices]
+    labels = ([NO_MODEL] if optional else []) + labels[:1] + [IMAGENET] + labels[1:] + [UPLOAD_CHECKPOINT]
     remembered = None if optional else st.session_state.get(CURRENT_MODEL)
     index = labels.index(remembered) if remembered in labels else 0
     picked = st.selectbox(label, labels, index=index, key=key,
-                          help="The demo model ships with the app; your finished and stopped runs appear here "
-                               "once they have weights.")
+                          help="The demo model ships with the app; torchvision's ImageNet AlexNet names 1000 "
+                               "classes; your finished and stopped runs appear here once they have weights.")
     if picked == NO_MODEL:
         return None
     if picked == UPLOAD_CHECKPOINT:
         return _uploaded_model(key)
+    if not optional:
+        st.session_state[CURRENT_MODEL] = picked   # the Explain page opens on the same model
+    if picked == IMAGENET:
+        return _imagenet_model(key)
     choice = choices[[c.label for c in choices].index(picked)]
     try:
         model = model_from_file(choice.path)
     except (CheckpointError, OSError) as err:
         st.error(f"{choice.label} cannot be loaded: {err}")
         return None
-    if not optional:
-        st.session_state[CURRENT_MODEL] = picked
     st.caption(f"{choice.variant} variant, norm {choice.norm}; {choice.detail}")
     stamp = choice.path.stat().st_mtime
     return LoadedModel(f"{choice.path}|{stamp}", choice.label, choice.detail, model)
@@ -141,7 +169,7 @@ def _uploaded_model(key: str) -> LoadedModel | None:
                                  "takes files up to its server.maxUploadSize (200 MB by default), so a paper-variant "
                                  "model in fp32 (228 MB) is best used from its run folder.")
     left, right = st.columns(2)
-    variant = left.selectbox("Variant", ["detect", "cifar", "paper"], key=f"{key}_variant",
+    variant = left.selectbox("Variant", ["detect", "cifar", "paper", "imagenet"], key=f"{key}_variant",
                              help="detect: from the file's metadata, else from its layer shapes")
     norm = right.selectbox("Norm", ["detect", "lrn", "bn", "none"], key=f"{key}_norm")
     if file is None:
@@ -159,6 +187,62 @@ def _uploaded_model(key: str) -> LoadedModel | None:
     # The folder is the file's hash: two different uploads with one name never share cached results.
     return LoadedModel(f"upload:{path.parent.name}/{path.name}|{model.variant}|{model.norm}", file.name,
                        "uploaded", model)
+
+
+def imagenet_summary() -> str:
+    return (f"torchvision's IMAGENET1K_V1: {imagenet.PARAMETERS / 1e6:.1f} M parameters, a {imagenet.FILE_MB:.0f} MB "
+            f"file; top-1 {imagenet.TOP1:.1%}, top-5 {imagenet.TOP5:.1%} on ImageNet's validation set "
+            f"(torchvision's figures); photos resized to 256 and centre-cropped to {imagenet.CROP}x{imagenet.CROP}")
+
+
+def _imagenet_model(key: str) -> LoadedModel | None:
+    """torchvision's ImageNet AlexNet from a file named on the server or torch's hub cache; if absent, what to do."""
+    named = st.text_input("Weights file on the server (optional)", key=f"{key}_imagenet_file",
+                          placeholder=f"empty: {imagenet.hub_file()}",
+                          help="torchvision's alexnet-owt-7be5be79.pth, or the same tensors as .safetensors. Only "
+                               "tensors are read: a file that would run code is refused.")
+    try:
+        path = imagenet.weights_file(named or None)
+    except imagenet.WeightsMissing as err:
+        if named:
+            st.error(str(err))
+        else:
+            st.warning(str(err), icon=":material/cloud_download:")
+            imagenet_download_panel(key)
+        return None
+    stamp = path.stat().st_mtime
+    try:
+        model = imagenet_model(str(path), stamp)
+    except (CheckpointError, OSError) as err:
+        st.error(f"{path.name} cannot be loaded: {err}")
+        return None
+    detail = imagenet_summary()
+    st.caption(f"{path}: {detail}")
+    return LoadedModel(f"imagenet:{path}|{stamp}", IMAGENET, detail, model)
+
+
+def imagenet_download_panel(key: str) -> None:
+    """A button that downloads the weights into torch's hub cache in a background process, then its progress."""
+    started = f"{key}_imagenet_download"
+    if st.button(f"Download the weights ({imagenet.FILE_MB:.0f} MB) into {imagenet.hub_file().parent}",
+                 key=f"{key}_imagenet_fetch", icon=":material/download:"):
+        imagenet.start_download()
+        st.session_state[started] = True
+    if st.session_state.get(started) or imagenet.download_progress()["state"] == "running":
+        imagenet_download_status(started)
+
+
+@st.fragment(run_every="1s")
+def imagenet_download_status(started: str) -> None:
+    progress = imagenet.download_progress()
+    if progress["state"] == "running":
+        st.progress(progress["fraction"], text=f"Downloading the ImageNet weights: {progress['fraction']:.0%}")
+    elif progress["state"] == "failed":
+        st.error(progress["reason"])
+        st.session_state[started] = False
+    elif progress["state"] == "finished":
+        st.session_state[started] = False
+        st.rerun(scope="app")
 
 
 # ---- image picker ----

@@ -1,15 +1,22 @@
 """Predict: classify uploads, camera shots, examples or test images, with one or two models side by side."""
 from __future__ import annotations
 
+import math
+
 import streamlit as st
 
 from alexnet import charts
-from alexnet.predict import network_view
+from alexnet.data import normalization
+from alexnet.models import CIFAR10_CLASSES
+from alexnet.predict import class_names, image_size, network_view
 from pages import pickers
 
+TOP = 5   # bars shown for a model with many classes
+
 st.title("Predict")
-st.caption("The model knows only CIFAR-10's ten classes (airplane, automobile, bird, cat, deer, dog, frog, horse, "
-           "ship, truck). It must give any image one of them, a coffee cup too: look at how sure it is.")
+st.caption("A model trained here knows only CIFAR-10's ten classes (airplane, automobile, bird, cat, deer, dog, frog, "
+           "horse, ship, truck). It must give any image one of them, a coffee cup too: look at how sure it is. "
+           "torchvision's ImageNet AlexNet (in the model list) names 1000 classes: put the two side by side.")
 
 left, right = st.columns(2)
 with left:
@@ -31,8 +38,8 @@ if len(usable) > 1:
     st.subheader(f"{len(usable)} images")
     columns = st.columns(min(len(usable), 6))
     for n, (img, d) in enumerate(usable):
-        p = pickers.prediction(img.digest, main.key, d.small, main.model)
-        columns[n % len(columns)].image(d.display, caption=f"{img.name}: {p.label} {p.confidence:.0%}",
+        p = pickers.prediction(img.digest, main.key, d.pixels(main.model), main.model)
+        columns[n % len(columns)].image(d.shown(main.model), caption=f"{img.name}: {p.label} {p.confidence:.0%}",
                                         width="stretch")
     names = [img.name for img, _ in usable]
     picked = st.selectbox("Look closer at", range(len(usable)), format_func=lambda i: names[i],
@@ -43,34 +50,46 @@ else:
 st.session_state[pickers.CURRENT_IMAGE] = image
 
 st.subheader(image.name)
-sizes = sorted({m.model.input_size for m in models} - {32})
-views = st.columns(2 + len(sizes))
+cifar_trained = [m.model for m in models if image_size(m.model) == 32]
+upsampled = {m.input_size: m for m in cifar_trained if m.input_size != 32}   # one view per size
+views = st.columns(1 + bool(cifar_trained) + len(upsampled) + (len(cifar_trained) < len(models)))
 views[0].image(decoded.display, caption=f"your image ({decoded.width}x{decoded.height}, centre crop)",
                width="stretch")
-views[1].plotly_chart(charts.image_figure(decoded.small, "what the network sees: 32x32"), width="stretch",
-                      key="view32")
-for column, size in zip(views[2:], sizes):
-    seen = network_view(decoded.small, size).seen
-    column.plotly_chart(charts.image_figure(seen, f"upsampled to {size}x{size} for the paper variant"),
+shown = 1
+if cifar_trained:
+    views[1].plotly_chart(charts.image_figure(decoded.small, "what the network sees: 32x32"), width="stretch",
+                          key="view32")
+    shown = 2
+for column, (size, model) in zip(views[shown:], sorted(upsampled.items())):
+    seen = network_view(decoded.small, size, *normalization(model)).seen
+    column.plotly_chart(charts.image_figure(seen, f"upsampled to {size}x{size} for the {model.variant} variant"),
                         width="stretch", key=f"view{size}")
+if len(cifar_trained) < len(models):
+    views[-1].plotly_chart(charts.image_figure(decoded.imagenet, "what the ImageNet model sees: resized to 256, "
+                                                                 "centre 224x224"), width="stretch", key="view_imagenet")
 
-true_label = image.true_label
 for column, loaded in zip(st.columns(len(models)), models):
     with column:
-        p = pickers.prediction(image.digest, loaded.key, decoded.small, loaded.model)
+        p = pickers.prediction(image.digest, loaded.key, decoded.pixels(loaded.model), loaded.model)
+        many = len(p.classes)
+        # The true label is a CIFAR-10 class: it means something only to a model of those ten classes.
+        true_label = image.true_label if class_names(loaded.model) == CIFAR10_CLASSES else None
         st.markdown(f"**{loaded.label}**")
         a, b, c = st.columns(3)
         a.metric("Predicted", p.label)
         b.metric("Top probability", f"{p.confidence:.1%}")
         c.metric("Uncertainty", f"{p.entropy_bits:.2f} bits",
-                 help="Entropy of the ten probabilities: 0 bits = certain, 3.32 bits = all ten equally likely.")
-        st.plotly_chart(charts.probability_bars(p.probabilities, p.classes, true_label), width="stretch",
-                        key=f"bars_{loaded.key}")
+                 help=f"Entropy of the {many} probabilities: 0 bits = certain, {math.log2(many):.2f} bits = all "
+                      f"{many} equally likely.")
+        shown_top = TOP if many > 10 else None
+        st.plotly_chart(charts.probability_bars(p.probabilities, p.classes, true_label, top=shown_top,
+                                                title=f"top {TOP} of {many} classes" if shown_top else None),
+                        width="stretch", key=f"bars_{loaded.key}")
         if true_label is not None:
             verdict = "right" if p.index == true_label else f"wrong: it is a {p.classes[true_label]}"
             st.caption(f"True class known ({p.classes[true_label]}): the model is {verdict}.")
         if p.uncertainty > 0.5 or p.confidence < 0.5:
             st.warning(f"The model is unsure ({p.confidence:.0%} for {p.label}). If the image shows none of its "
-                       "ten classes, no answer would be right.")
+                       f"{many} classes, no answer would be right.")
 
 st.page_link("pages/explain.py", label="Why this answer? Open the Explain page with this image", icon="🔍")

@@ -16,11 +16,11 @@ from datetime import datetime
 import streamlit as st
 import torch
 
-from alexnet import charts, jobs, presets
+from alexnet import charts, imagenet, jobs, presets
 from alexnet import data as datasets
 from alexnet import runs as run_records
 from alexnet.config import INITS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
-from alexnet.models import NORMS, VARIANTS
+from alexnet.models import VARIANTS
 from alexnet.train import pick_device
 from pages import common
 
@@ -96,7 +96,13 @@ def form_config() -> tuple[TrainConfig, list[str]]:
     # The job trains on what the sidebar shows: the named folder, else what the server resolves.
     values["data_dir"] = str(source.path) if isinstance(source, datasets.DatasetSource) and source.kind != "sample" \
         else common.data_dir()
+    values["pretrained_path"] = (values["pretrained_path"] or "").strip() or None
     config = TrainConfig.from_dict(values)
+    if config.variant == "imagenet":
+        try:
+            imagenet.weights_file(config.pretrained_path)
+        except imagenet.WeightsMissing as err:
+            problems.append(str(err))
     if not isinstance(source, datasets.DatasetSource):
         problems.append(f"no dataset: {source}")
     name = st.session_state.get("train.name", "").strip()
@@ -172,12 +178,29 @@ def draw_form(source: datasets.DatasetSource | str) -> None:
     a.selectbox("Variant", list(VARIANTS), key=key("variant"), **PERSIST,
                 format_func=lambda v: f"{v} ({VARIANTS[v].input_size}x{VARIANTS[v].input_size})",
                 help=" ".join(f"**{v}**: {VARIANTS[v].description}" for v in VARIANTS))
-    b.selectbox("Norm", NORMS, key=key("norm"), format_func=NORM_LABELS.get, **PERSIST,
+    norms = VARIANTS[ss[key("variant")]].norms
+    if ss[key("norm")] not in norms:
+        ss[key("norm")] = norms[0]                     # torchvision's ImageNet AlexNet has no norm layers
+    b.selectbox("Norm", norms, key=key("norm"), format_func=NORM_LABELS.get, **PERSIST,
                 help="After the ReLU of conv1 and conv2, as in the paper.")
     c.selectbox("Init", INITS, key=key("init"), **PERSIST,
                 help="kaiming: He-normal, zero biases. paper: N(0, 0.01), biases 1. torch: PyTorch's defaults.")
     d.number_input("Dropout", min_value=0.0, max_value=0.99, step=0.1, key=key("dropout"), **PERSIST,
                    help="Before fc6 and fc7, as in the paper.")
+
+    if ss[key("variant")] == "imagenet":
+        a, b, c = st.columns([2, 1, 1])
+        a.text_input("ImageNet weights file", key=key("pretrained_path"), **PERSIST,
+                     placeholder=f"empty: {imagenet.hub_file()}",
+                     help="torchvision's alexnet-owt-7be5be79.pth (or the same tensors as .safetensors). All layers "
+                          "but the last start from it; the last gets CIFAR-10's 10 classes.")
+        b.checkbox("Freeze the conv layers", key=key("freeze_features"), **PERSIST,
+                   help="Train the classifier only: the pretrained conv layers stay as they are (and each step is "
+                        "faster: no gradients through them).")
+        c.number_input("Conv layers' rate (x lr)", min_value=0.001, max_value=1.0, step=0.05, format="%g",
+                       key=key("features_lr_scale"), disabled=bool(ss[key("freeze_features")]), **PERSIST,
+                       help="The pretrained conv layers learn at this fraction of the learning rate; the new "
+                            "classifier at the full rate.")
 
     st.markdown("**Optimisation**")
     sgd, schedule = ss[key("optimizer")] == "sgd", ss[key("schedule")]
@@ -251,9 +274,10 @@ def draw_form(source: datasets.DatasetSource | str) -> None:
         steps = max(train_images // config.batch_size, 1)
         b.caption(f"On {source.label}: {train_images:,} training images, {steps:,} steps per epoch, "
                   f"{steps * config.epochs:,} steps in all.")
-    if config.variant == "paper" and pick_device(config.device).type == "cpu":
-        st.warning("The paper variant upsamples every image to 227x227 and has about 57 M parameters: on a CPU an "
-                   "epoch of the full CIFAR-10 takes hours. For a quick look use the cifar variant, a GPU, or a cap "
+    if config.variant in ("paper", "imagenet") and pick_device(config.device).type == "cpu":
+        size = VARIANTS[config.variant].input_size
+        st.warning(f"The {config.variant} variant upsamples every image to {size}x{size} and has about 57 M "
+                   "parameters: on a CPU an epoch of the full CIFAR-10 takes hours. For a quick look use the cifar variant, a GPU, or a cap "
                    "on the training images (Advanced settings).")
     if problems:
         st.error("Fix these before starting:\n" + "\n".join(f"- {p}" for p in problems))
