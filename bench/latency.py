@@ -2,9 +2,11 @@
 
     python bench/latency.py [--device cpu] [--threads N] [--repeats 20]
 
-Prints the median (and the spread) of `repeats` calls after warm-up, for one 32x32 image.
-The cifar variant uses the demo model's weights; the paper variant random weights (its speed
-does not depend on them). Say which machine and thread count a number comes from.
+Prints the median (and the spread) of `repeats` calls after warm-up, for one image as the model is
+given it: 32x32 for the variants trained on CIFAR-10, torchvision's 224x224 crop for the ImageNet
+model. The cifar variant uses the demo model's weights; the paper variant and torchvision's ImageNet
+AlexNet (1000 classes) random weights (their speed does not depend on them). Say which machine and
+thread count a number comes from.
 """
 from __future__ import annotations
 
@@ -19,11 +21,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alexnet import explain  # noqa: E402
+from alexnet import explain, imagenet  # noqa: E402
 from alexnet.checkpoints import load_model  # noqa: E402
-from alexnet.images import load_image, to_cifar_array  # noqa: E402
+from alexnet.images import load_image  # noqa: E402
 from alexnet.models import build  # noqa: E402
-from alexnet.predict import DEMO_WEIGHTS, EXAMPLES_DIR, predict  # noqa: E402
+from alexnet.predict import DEMO_WEIGHTS, EXAMPLES_DIR, network_image, predict  # noqa: E402
 from alexnet.train import device_label, pick_device  # noqa: E402
 
 
@@ -50,14 +52,17 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    image = to_cifar_array(load_image(EXAMPLES_DIR / "chelsea.png"), 32)
+    photo = load_image(EXAMPLES_DIR / "chelsea.png")
     torch.manual_seed(0)
-    models = {"cifar": load_model(DEMO_WEIGHTS, device=device), "paper": build("paper", "lrn", init="torch").to(device).eval()}
+    models = {"cifar": load_model(DEMO_WEIGHTS, device=device),
+              "paper": build("paper", "lrn", init="torch").to(device).eval(),
+              "imagenet": imagenet.build_model().to(device).eval()}
     print(f"{device_label(device)}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"median of {args.repeats} calls after warm-up, ms (min-max)")
     header = ["variant", "prediction", "Grad-CAM (conv5)", "Guided Grad-CAM", f"Integrated Gradients ({args.ig_steps})"]
     print(" | ".join(f"{h:>24}" if i else f"{h:8}" for i, h in enumerate(header)))
     for name, model in models.items():
+        image = network_image(photo, model)      # 32x32x3, or 224x224x3 for the ImageNet model
         calls = [lambda: predict(model, image),
                  lambda: explain.grad_cam(model, image, None, 3),
                  lambda: explain.guided_grad_cam(model, image, None, 3),
