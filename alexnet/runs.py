@@ -142,6 +142,8 @@ class RunWriter:
     @classmethod
     def create(cls, root: str | Path | None, name: str, config: dict, exist_ok: bool = False) -> "RunWriter":
         folder = runs_root(root) / check_name(name)
+        if folder.parent.exists() and not folder.parent.is_dir():  # else mkdir's FileExistsError reads as a taken name
+            raise NotADirectoryError(f"the runs folder {folder.parent} is a file, not a folder")
         folder.parent.mkdir(parents=True, exist_ok=True)
         try:
             folder.mkdir(exist_ok=exist_ok)
@@ -168,9 +170,13 @@ class RunWriter:
         self._metrics.flush()
 
     def truncate_metrics_after(self, global_step: int) -> None:
-        """On resume, drop events logged after the checkpoint so the record reads as one unbroken run."""
+        """On resume, drop events logged after the checkpoint so the record reads as one unbroken run.
+
+        An 'end' goes too: a process killed after logging it but before writing the result resumes
+        and evaluates again, and the record must end once.
+        """
         events = read_metrics(self.path / "metrics.jsonl")
-        kept = [e for e in events if e.get("global_step", 0) <= global_step]
+        kept = [e for e in events if e.get("global_step", 0) <= global_step and e.get("event") != "end"]
         atomic_write_bytes(self.path / "metrics.jsonl", "".join(json.dumps(e) + "\n" for e in kept).encode())
 
     def write_result(self, result: dict) -> None:
@@ -182,12 +188,17 @@ class RunWriter:
             self._metrics = None
 
 
-def _true_status(status: dict) -> dict:
-    """A 'running' or 'queued' run whose process is gone was killed: report it as such."""
+def _true_status(status: dict, has_checkpoint: bool = False) -> dict:
+    """A 'running' or 'queued' run whose process is gone was killed: report it as such.
+
+    The checkpoint file itself counts, not only the status's flag: a process killed between
+    writing a checkpoint and saying so in status.json is still resumable.
+    """
     if status.get("state") in ("running", "queued") and not pid_alive(status.get("pid")):
-        return {**status, "state": "stopped" if status.get("checkpoint") else "failed",
+        resumable = bool(status.get("checkpoint")) or has_checkpoint
+        return {**status, "state": "stopped" if resumable else "failed", "checkpoint": resumable,
                 "reason": "the training process ended without saying why (killed or crashed)"
-                          + ("; resume continues from the last checkpoint" if status.get("checkpoint") else "")}
+                          + ("; resume continues from the last checkpoint" if resumable else "")}
     return status
 
 
@@ -196,7 +207,8 @@ def load_run(path: str | Path, with_metrics: bool = True) -> Run:
     folder = Path(path)
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"{folder} is not a run folder (no config.json)")
-    status = _true_status(read_json(folder / "status.json", {}) or {"state": "failed", "reason": "no status.json"})
+    status = _true_status(read_json(folder / "status.json", {}) or {"state": "failed", "reason": "no status.json"},
+                          (folder / "state.pt").exists())
     return Run(name=folder.name, path=folder, config=read_json(folder / "config.json", {}) or {},
                status=status, result=read_json(folder / "result.json"),
                metrics=read_metrics(folder / "metrics.jsonl") if with_metrics else [])
