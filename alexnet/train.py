@@ -23,9 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import discard_partial_writes, load_state, save_state, save_weights
-from . import distributed
+from . import distributed, imagenet
 from .config import TrainConfig
-from .data import Augment, Cifar10, augment_batch, load_cifar10, resolve_dataset, split_validation, to_model_input
+from .data import (Augment, Cifar10, augment_batch, load_cifar10, normalization, resolve_dataset, split_validation,
+                   to_model_input)
 from .models import build, count_parameters
 from .runs import RunWriter, read_json, read_metrics
 
@@ -85,9 +86,16 @@ def _step_seed(seed: int, *position: int) -> int:
 
 def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     # No weight decay on biases and norm parameters, the usual practice since the 2017 "bag of tricks".
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() <= 1]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # With features_lr_scale < 1 the conv layers get their own groups at that fraction of the rate (after
+    # the others, so param_groups[0] keeps the full rate that the curves show).
+    scaled = {id(p) for p in model.features.parameters()} if config.features_lr_scale != 1 else set()
+    groups = []
+    for in_features, lr in ((False, config.lr), (True, config.lr * config.features_lr_scale)):
+        params = [p for p in model.parameters() if p.requires_grad and (id(p) in scaled) == in_features]
+        if in_features and not params:
+            break
+        groups += [{"params": [p for p in params if p.dim() > 1], "weight_decay": config.weight_decay, "lr": lr},
+                   {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0, "lr": lr}]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
     if config.optimizer == "adam":
@@ -99,7 +107,8 @@ def make_schedule(config: TrainConfig, optimizer: torch.optim.Optimizer, steps_p
     """Returns the scheduler and when it steps: 'step' (every batch), 'epoch', or 'val' (on validation loss)."""
     total = config.epochs * steps_per_epoch
     if config.schedule == "onecycle" and total >= 4:  # its warm-up and decay each need a step or more
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total,
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
+                                                   total_steps=total,
                                                    pct_start=max(0.25, 2 / total)), "step"
     if config.schedule == "step":
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, config.milestones, config.gamma), "epoch"
@@ -119,7 +128,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.d
     total_loss, predictions = 0.0, []
     try:
         for i in range(0, len(x), batch_size):
-            inputs = to_model_input(x[i:i + batch_size].to(device), model.input_size)
+            inputs = to_model_input(x[i:i + batch_size].to(device), model.input_size, *normalization(model))
             if channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             with autocast(device, dtype):
@@ -227,7 +236,12 @@ def _train(config: TrainConfig, writer: RunWriter | None, on_event: EventHandler
     batch_size = min(config.batch_size, len(train_x))  # global: each process takes every world-th image of it
 
     torch.manual_seed(config.seed)
-    model = build(config.variant, config.norm, dropout=config.dropout, init=config.init).to(device)
+    model = build(config.variant, config.norm, dropout=config.dropout, init=config.init)
+    if config.variant == "imagenet" and not (state_path is not None and state_path.exists()):
+        imagenet.load_pretrained_body(model, config.pretrained_path)  # all but the new last layer
+    if config.freeze_features:
+        model.features.requires_grad_(False)
+    model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model)
@@ -291,7 +305,7 @@ def _train(config: TrainConfig, writer: RunWriter | None, on_event: EventHandler
             step_seed = _step_seed(config.seed, 1 << 20, pos.global_step, *([group.rank] if group.active else []))
             torch.manual_seed(step_seed)  # dropout; CUDA too
             gen = torch.Generator(device=device).manual_seed(step_seed)
-            inputs = augment_batch(train_x[idx], augmentation, model.input_size, gen)
+            inputs = augment_batch(train_x[idx], augmentation, model.input_size, gen, *normalization(model))
             if config.channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             labels = train_y[idx]
