@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import streamlit as st
@@ -226,8 +225,11 @@ def imagenet_download_panel(key: str) -> None:
     started = f"{key}_imagenet_download"
     if st.button(f"Download the weights ({imagenet.FILE_MB:.0f} MB) into {imagenet.hub_file().parent}",
                  key=f"{key}_imagenet_fetch", icon=":material/download:"):
-        imagenet.start_download()
-        st.session_state[started] = True
+        try:
+            imagenet.start_download()
+            st.session_state[started] = True
+        except OSError as err:                     # the hub folder cannot be created or written
+            st.error(f"The download cannot start: {err}")
     if st.session_state.get(started) or imagenet.download_progress()["state"] == "running":
         imagenet_download_status(started)
 
