@@ -165,8 +165,9 @@ def model_picker(key: str, label: str = "Model", optional: bool = False) -> Load
 def _uploaded_model(key: str) -> LoadedModel | None:
     file = st.file_uploader("Checkpoint (.safetensors, or a weights-only .pt/.pth)", key=f"{key}_file",
                             help="Only tensors are read: a pickle that would run code is refused. The server "
-                                 "takes files up to its server.maxUploadSize (200 MB by default), so a paper-variant "
-                                 "model in fp32 (228 MB) is best used from its run folder.")
+                                 f"takes files up to {st.get_option('server.maxUploadSize')} MB (server.maxUploadSize "
+                                 "in .streamlit/config.toml), so a paper-variant model in fp32 (228 MB) is best used "
+                                 "from its run folder.")
     left, right = st.columns(2)
     variant = left.selectbox("Variant", ["detect", "cifar", "paper", "imagenet"], key=f"{key}_variant",
                              help="detect: from the file's metadata, else from its layer shapes")
