@@ -16,7 +16,6 @@ import multiprocessing
 import os
 import pickle
 import random
-import re
 import shutil
 import signal
 import subprocess
