@@ -179,7 +179,7 @@ def test_compare_side_by_side_on_the_test_set(with_runs, mini_data):
     shown = texts(at.markdown)
     assert f"**A right, B wrong**: {len(a_only):,} images" in shown
     assert f"**B right, A wrong**: {len(b_only):,} images" in shown
-    assert len(at.get("imgs")) == (len(a_only) > 0) + (len(b_only) > 0)
+    assert len(at.get("image")) == (len(a_only) > 0) + (len(b_only) > 0)  # one image strip a gallery
     at.selectbox(key="compare.gallery_class").set_value("cat").run()
     cats = [i for i in a_only if mini_data.test_y[i] == 3]
     assert f"**A right, B wrong**: {len(cats):,} images" in texts(at.markdown)
