@@ -4,30 +4,32 @@
 
 `torch.nn.LocalResponseNorm` divides `alpha` by the window size (the paper's
 formula is torch's module with alpha*size) and runs a 3-d average pool that is
-slow on CPUs. Here the layer is a dozen cheap elementwise passes, arranged so
-that they cost little:
+slow on CPUs. Here the layer is about twenty whole-tensor elementwise passes in
+the input's own layout and dtype (under bf16 autocast it runs in bf16), chosen
+to be few and cheap:
 
-- the tensor is processed a few images at a time, so every intermediate fits
-  in the CPU's cache and is reused from one slice to the next; only the
-  outputs are allocated at full size (fresh large tensors are slow on a CPU:
-  each is new memory for the kernel to fault in);
-- the window sum is shifted adds of a zero-padded slice; channels-last tensors
-  are summed along their contiguous innermost axis, with no copy to NCHW;
+- the window sum is shifted adds of a zero-padded copy of alpha * a^2, along
+  the contiguous innermost axis of a channels-last tensor (no copy to NCHW);
+  for bf16/fp16 tensors with at most 128 channels it is instead one matrix
+  product with a banded 0/1 matrix (k and alpha folded in), which the CPU's
+  bf16 matrix units do faster than the adds, and in fewer passes;
 - d^-3/4 is rsqrt(d) * sqrt(rsqrt(d)), not a slow fractional `pow`;
-- bf16 and fp16 inputs are computed in float32 and rounded once on output;
 - the backward pass is written out and reuses the forward pass's d^-beta and
   a d^(-beta-1), so it computes no power at all; with no gradient wanted
-  (evaluation, prediction) neither is kept.
+  (evaluation, prediction) neither is kept;
+- few fresh tensors: a large new CPU tensor is new memory the kernel must
+  fault in, so results are written over buffers that are no longer needed.
 
-bench/lrn_vs_bn.py measures it against batch norm and torch's module.
+Splitting the work into cache-sized slices was tried: faster on an idle CPU,
+but every slice multiplies the number of parallel regions, and on a CPU that
+other processes keep busy each region waits for a descheduled thread (a
+training step became several times slower). bench/lrn_vs_bn.py measures this
+layer against batch norm and torch's module.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
-
-CHUNK_ELEMENTS = {"cpu": 1 << 18}  # values per slice: about a CPU's L2 cache in float32; one slice elsewhere
-OTHER_DEVICES_CHUNK = 1 << 24      # GPUs: a bound on the scratch memory, not a cache size
 
 
 def _channel_view(x: torch.Tensor) -> tuple[torch.Tensor, int, bool]:
@@ -42,108 +44,107 @@ def _back(v: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return v.permute(0, 3, 1, 2) if channels_last else v
 
 
-def _slices(xv: torch.Tensor) -> range:
-    """Start of each slice of whole images along the batch axis; its length is `_slices(xv).step`."""
-    per_image = max(xv[0].numel(), 1) if len(xv) else 1
-    budget = CHUNK_ELEMENTS.get(xv.device.type, OTHER_DEVICES_CHUNK)
-    return range(0, len(xv), max(1, budget // per_image))
+MATMUL_DTYPES = (torch.bfloat16, torch.float16)  # window sums by a banded matrix product for these dtypes ...
+MATMUL_MAX_CHANNELS = 128                          # ... and channel counts (the product costs 2C per value)
+_bands: dict[tuple, torch.Tensor] = {}
 
 
-class _Scratch:
-    """Working memory for one slice, reused by every slice: a zero-padded window buffer and two temporaries.
-
-    Low-precision inputs are worked on in float32: the window sum and d^-beta lose nothing to
-    bf16 rounding, and the values are rounded once, when written to the outputs.
-    """
-
-    def __init__(self, like: torch.Tensor, dim: int, size: int, images: int) -> None:
-        dtype = torch.float32 if like.dtype in (torch.bfloat16, torch.float16) else like.dtype
-        self.convert = dtype != like.dtype
-        self.dim, self.size, self.half, self.length = dim, size, size // 2, like.shape[dim]
-        shape = [images, *like.shape[1:]]
-        self.a, self.b, self.sums = (like.new_empty(shape, dtype=dtype) for _ in range(3))
-        shape[dim] += 2 * self.half
-        self.padded = like.new_zeros(shape, dtype=dtype)  # only its centre is ever written: the pads stay zero
-
-    def centre(self, n: int) -> torch.Tensor:
-        return self.padded[:n].narrow(self.dim, self.half, self.length)
-
-    def window_sums(self, n: int) -> torch.Tensor:
-        """sums[c] = centre[c - size//2] + ... + centre[c + size//2], zeros beyond the edges."""
-        padded, out, dim, length = self.padded[:n], self.sums[:n], self.dim, self.length
-        if self.size == 1:
-            return out.copy_(padded)
-        torch.add(padded.narrow(dim, 0, length), padded.narrow(dim, 1, length), out=out)
-        for offset in range(2, self.size):
-            out.add_(padded.narrow(dim, offset, length))
-        return out
+def _band(channels: int, size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """B[i, j] = 1 where |i - j| <= size // 2: rows @ B sums each row over the window (cached, never written)."""
+    key = (channels, size, dtype, device)
+    if key not in _bands:
+        i = torch.arange(channels, device=device)
+        _bands[key] = ((i[:, None] - i[None, :]).abs() <= size // 2).to(dtype)
+    return _bands[key]
 
 
-def _normalise(xv: torch.Tensor, dim: int, size: int, alpha: float, beta: float, k: float, for_backward: bool
-               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """y = a d^-beta; with `for_backward` also d^-beta and -2 alpha beta a d^(-beta-1), all in xv's dtype."""
-    starts = _slices(xv)
-    scratch = _Scratch(xv, dim, size, min(starts.step, len(xv)))
-    y = torch.empty_like(xv)
-    scale = torch.empty_like(xv) if for_backward else None
-    spread_factor = torch.empty_like(xv) if for_backward else None
-    for start in starts:
-        part = slice(start, start + starts.step)
-        n = len(xv[part])
-        a = scratch.a[:n].copy_(xv[part]) if scratch.convert else xv[part]
-        torch.mul(a, a, out=scratch.centre(n))
-        d = scratch.window_sums(n).mul_(alpha).add_(k)
-        s = scratch.b[:n]
-        if beta == 0.75:
-            r = d.rsqrt_()                                  # d^-1/2
-            torch.sqrt(r, out=s).mul_(r)                    # d^-3/4
-            factor = r.mul_(r).mul_(s)                      # d^-7/4
-        else:
-            torch.pow(d, -beta, out=s)
-            factor = d.reciprocal_().mul_(s)                # d^(-beta-1)
-        torch.mul(a, s, out=y[part])
-        if for_backward:
-            scale[part].copy_(s)
-            torch.mul(factor.mul_(-2.0 * alpha * beta), a, out=spread_factor[part])
-    return y, scale, spread_factor
+def _by_matmul(xv: torch.Tensor, dim: int) -> bool:
+    return dim == xv.dim() - 1 and xv.dtype in MATMUL_DTYPES and xv.shape[dim] <= MATMUL_MAX_CHANNELS
 
 
-def _input_gradient(gv: torch.Tensor, xv: torch.Tensor, scale: torch.Tensor, spread_factor: torch.Tensor,
-                    dim: int, size: int) -> torch.Tensor:
-    """grad_j = g_j d_j^-beta - 2 alpha beta a_j * sum over the windows i holding j of g_i a_i d_i^(-beta-1).
+def _padded(like: torch.Tensor, dim: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A zero buffer with size // 2 extra slots at both ends of `dim`, and the view of its centre."""
+    half = size // 2
+    shape = list(like.shape)
+    shape[dim] += 2 * half
+    buffer = like.new_zeros(shape)
+    return buffer, buffer.narrow(dim, half, like.shape[dim])
+
+
+def _window_sums(buffer: torch.Tensor, size: int, dim: int, length: int) -> torch.Tensor:
+    """out[c] = buffer[c] + ... + buffer[c + size - 1] along `dim`: the centred window sum of the padded values."""
+    if size == 1:
+        return buffer.clone()
+    out = torch.add(buffer.narrow(dim, 0, length), buffer.narrow(dim, 1, length))
+    for offset in range(2, size):
+        out.add_(buffer.narrow(dim, offset, length))
+    return out
+
+
+def _forward(xv: torch.Tensor, dim: int, size: int, alpha: float, beta: float, k: float, for_backward: bool
+             ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """y = a d^-beta; with `for_backward` also d^-beta and a d^(-beta-1) (in the same dtype as a)."""
+    if _by_matmul(xv, dim):
+        channels = xv.shape[dim]
+        squares = xv * xv
+        rows = squares.reshape(-1, channels)
+        k_row = torch.full((channels,), k, dtype=xv.dtype, device=xv.device)
+        denom = torch.addmm(k_row, rows, _band(channels, size, xv.dtype, xv.device), alpha=alpha).view(xv.shape)
+        free = squares                                # d^-beta goes here: the squares are summed
+    else:
+        buffer, free = _padded(xv, dim, size)
+        free.addcmul_(xv, xv, value=alpha)
+        # k is added once, to the sum: spread over the window as k/size it would round `size` times in bf16.
+        denom = _window_sums(buffer, size, dim, xv.shape[dim]).add_(k)
+    if beta == 0.75:
+        r = denom.rsqrt_()                            # d^-1/2, written over d
+        scale = torch.sqrt(r, out=free).mul_(r)       # d^-3/4, written over memory the sums are done with
+    else:
+        scale = torch.pow(denom, -beta, out=free)
+    y = xv * scale
+    if not for_backward:
+        return y, None, None
+    if beta == 0.75:
+        factor = r.mul_(r).mul_(y)                    # a d^-7/4, over r
+    else:
+        factor = denom.reciprocal_().mul_(y)          # a d^(-beta-1), over d
+    return y, scale, factor
+
+
+def _input_gradient(gv: torch.Tensor, xv: torch.Tensor, scale: torch.Tensor, factor: torch.Tensor,
+                    dim: int, size: int, alpha: float, beta: float) -> torch.Tensor:
+    """grad_j = g_j d_j^-beta - 2 alpha beta a_j * (sum over the windows i holding j of g_i a_i d_i^(-beta-1)).
 
     The windows holding channel j are those centred within size//2 of it (odd sizes are symmetric),
     so the sum is the same centred window sum as in the forward pass.
     """
-    starts = _slices(xv)
-    scratch = _Scratch(xv, dim, size, min(starts.step, len(xv)))
-    grad = torch.empty_like(xv)
-    for start in starts:
-        part = slice(start, start + starts.step)
-        n = len(xv[part])
-        torch.mul(gv[part], spread_factor[part], out=scratch.centre(n))
-        spread = scratch.window_sums(n).mul_(xv[part])
-        torch.addcmul(spread, gv[part], scale[part], out=grad[part])
-    return grad
+    if _by_matmul(xv, dim):
+        channels = xv.shape[dim]
+        terms = torch.addcmul(xv.new_zeros(()), gv, factor, value=-2.0 * alpha * beta)
+        spread = torch.mm(terms.reshape(-1, channels), _band(channels, size, xv.dtype, xv.device)).view(xv.shape)
+    else:
+        buffer, centre = _padded(xv, dim, size)
+        torch.addcmul(centre.new_zeros(()), gv, factor, value=-2.0 * alpha * beta, out=centre)
+        spread = _window_sums(buffer, size, dim, xv.shape[dim])
+        del buffer, centre
+    return spread.mul_(xv).addcmul_(gv, scale)
 
 
 class _LocalResponseNormFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, size, alpha, beta, k):  # type: ignore[override]
         xv, dim, channels_last = _channel_view(x)
-        with torch.autocast(x.device.type, enabled=False):  # every pass in the input's dtype, on any device
-            yv, scale, spread_factor = _normalise(xv, dim, size, alpha, beta, k, for_backward=True)
-        ctx.save_for_backward(xv, scale, spread_factor)
-        ctx.hyper = (size, dim, channels_last)
+        yv, scale, factor = _forward(xv, dim, size, alpha, beta, k, for_backward=True)
+        ctx.save_for_backward(xv, scale, factor)
+        ctx.hyper = (size, alpha, beta, dim, channels_last)
         return _back(yv, channels_last)
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        xv, scale, spread_factor = ctx.saved_tensors
-        size, dim, channels_last = ctx.hyper
+        xv, scale, factor = ctx.saved_tensors
+        size, alpha, beta, dim, channels_last = ctx.hyper
         gv = grad_out.permute(0, 2, 3, 1) if channels_last else grad_out  # whatever layout the gradient has
-        with torch.autocast(xv.device.type, enabled=False):
-            grad = _input_gradient(gv, xv, scale, spread_factor, dim, size)
+        grad = _input_gradient(gv, xv, scale, factor, dim, size, alpha, beta)
         return _back(grad, channels_last), None, None, None, None
 
 
@@ -157,8 +158,7 @@ def local_response_norm(x: torch.Tensor, size: int = 5, alpha: float = 1e-4,
     if torch.is_grad_enabled() and x.requires_grad:
         return _LocalResponseNormFn.apply(x, size, alpha, beta, k)
     xv, dim, channels_last = _channel_view(x)
-    with torch.autocast(x.device.type, enabled=False):
-        return _back(_normalise(xv, dim, size, alpha, beta, k, for_backward=False)[0], channels_last)
+    return _back(_forward(xv, dim, size, alpha, beta, k, for_backward=False)[0], channels_last)
 
 
 class LocalResponseNorm(nn.Module):

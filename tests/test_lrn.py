@@ -2,8 +2,7 @@
 
 Both of its power paths are covered: beta = 3/4 (the paper's, computed with rsqrt) and any other
 beta (computed with pow); both layouts (the window slides along the innermost axis of a
-channels-last tensor); with and without autograd (evaluation takes a path that saves nothing);
-one slice of images or several (large tensors are processed a few images at a time).
+channels-last tensor); with and without autograd (evaluation takes a path that saves nothing).
 """
 import pytest
 import torch
@@ -15,10 +14,21 @@ def _torch_lrn(x, size, alpha, beta, k):
     return torch.nn.LocalResponseNorm(size, alpha=alpha * size, beta=beta, k=k)(x)
 
 
+@pytest.fixture(params=["shifted adds", "banded matmul"])
+def window(request, monkeypatch):
+    """Run a test with each way of summing the window (by default the matmul serves bf16/fp16 channels-last
+    tensors of up to 128 channels; here it serves every dtype, so float32 and float64 check it exactly)."""
+    import alexnet.lrn as lrn
+
+    dtypes = (torch.float16, torch.bfloat16, torch.float32, torch.float64) if request.param == "banded matmul" else ()
+    monkeypatch.setattr(lrn, "MATMUL_DTYPES", dtypes)
+    return request.param
+
+
 @pytest.mark.parametrize("beta", [0.75, 0.6])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("size", [1, 3, 5, 7])
-def test_matches_torch_to_1e5(channels_last, size, beta):
+def test_matches_torch_to_1e5(window, channels_last, size, beta):
     torch.manual_seed(0)
     x = torch.randn(4, 33, 9, 7) * 4
     if channels_last:
@@ -36,7 +46,7 @@ def test_matches_torch_to_1e5(channels_last, size, beta):
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_large_activations_where_the_norm_bites(channels_last):
+def test_large_activations_where_the_norm_bites(window, channels_last):
     """With alpha = 1e-2 and activations of tens, d is far from k: every term of the gradient matters."""
     torch.manual_seed(3)
     x = torch.randn(2, 64, 5, 5) * 30
@@ -54,7 +64,7 @@ def test_large_activations_where_the_norm_bites(channels_last):
 
 
 @pytest.mark.parametrize("input_last,grad_last", [(True, False), (False, True)])
-def test_a_gradient_in_the_other_layout(input_last, grad_last):
+def test_a_gradient_in_the_other_layout(window, input_last, grad_last):
     torch.manual_seed(2)
     x = torch.randn(3, 16, 6, 5) * 3
     fmt = lambda t, last: t.contiguous(memory_format=torch.channels_last) if last else t.contiguous()  # noqa: E731
@@ -67,7 +77,7 @@ def test_a_gradient_in_the_other_layout(input_last, grad_last):
 
 @pytest.mark.parametrize("beta", [0.75, 0.6])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_without_autograd_it_gives_the_same_values(channels_last, beta):
+def test_without_autograd_it_gives_the_same_values(window, channels_last, beta):
     torch.manual_seed(4)
     x = torch.randn(2, 24, 7, 7) * 5
     if channels_last:
@@ -86,7 +96,7 @@ def test_without_autograd_it_gives_the_same_values(channels_last, beta):
 
 
 @pytest.mark.parametrize("beta", [0.75, 0.6])
-def test_matches_the_formula_written_out(beta):
+def test_matches_the_formula_written_out(window, beta):
     torch.manual_seed(1)
     a = torch.randn(1, 8, 2, 2, dtype=torch.double) * 10
     n, alpha, k = 5, 1e-4, 2.0
@@ -102,7 +112,7 @@ def test_matches_the_formula_written_out(beta):
 @pytest.mark.parametrize("beta", [0.75, 0.6])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("size", [1, 3, 5, 7])
-def test_gradcheck(size, channels_last, beta):
+def test_gradcheck(window, size, channels_last, beta):
     x = torch.randn(2, 9, 3, 3, dtype=torch.double)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -120,8 +130,12 @@ def test_other_ranks_normalise_along_dim_1():
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_bfloat16_is_computed_in_float32_and_rounded_once(channels_last):
-    """bf16 in, bf16 out, off the exact answer (for the same rounded input) by no more than one bf16 rounding."""
+def test_bfloat16_stays_within_bfloat16_precision(window, channels_last):
+    """bf16 in, bf16 math, bf16 out: off the exact answer (for the same rounded input) by about one bf16 step.
+
+    bf16 keeps 8 significant bits, a relative step of 2^-8 = 0.39%; d = k + alpha S is rounded to it
+    and d^-3/4 takes three roundings (rsqrt, sqrt, product), so errors of a few steps at most are expected.
+    """
     torch.manual_seed(5)
     x = (torch.randn(4, 32, 8, 8) * 20).to(torch.bfloat16)
     if channels_last:
@@ -136,35 +150,22 @@ def test_bfloat16_is_computed_in_float32_and_rounded_once(channels_last):
     assert y.dtype == x.grad.dtype == torch.bfloat16
     assert y.is_contiguous(memory_format=torch.channels_last) == channels_last
     relative = ((y.double() - exact).abs() / exact.abs().clamp_min(1e-3)).flatten()
-    assert relative.max() <= 2 ** -8 * 1.05  # half a bf16 step (8 significant bits): the output's own rounding
-    assert relative.pow(2).mean().sqrt() < 0.0025
+    assert relative.max() < 6 * 2 ** -8 and relative.pow(2).mean().sqrt() < 1.5 * 2 ** -8
     grad_error = (x.grad.double() - exact_in.grad).norm() / exact_in.grad.norm()
-    assert grad_error < 0.006
+    assert grad_error < 2 * 2 ** -8
 
 
-@pytest.mark.parametrize("images_per_slice", [1, 3])
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_slice_by_slice_equals_all_at_once(monkeypatch, channels_last, images_per_slice):
-    """Large tensors are processed a few images at a time (a last, shorter slice included)."""
-    import alexnet.lrn as lrn
+def test_the_matmul_serves_low_precision_channels_last_tensors_of_up_to_128_channels():
+    from alexnet.lrn import _by_matmul, _channel_view
 
-    torch.manual_seed(6)
-    x = torch.randn(7, 20, 5, 6, dtype=torch.double) * 8
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    grad = torch.randn_like(x)
-    whole_in, sliced_in = x.clone().requires_grad_(), x.clone().requires_grad_()
-    whole = local_response_norm(whole_in, 5, 1e-2, 0.75, 2.0)
-    whole.backward(grad)
-    monkeypatch.setitem(lrn.CHUNK_ELEMENTS, "cpu", 20 * 5 * 6 * images_per_slice)
-    assert lrn._slices(x).step == images_per_slice
-    sliced = local_response_norm(sliced_in, 5, 1e-2, 0.75, 2.0)
-    sliced.backward(grad)
-    with torch.no_grad():
-        inference = local_response_norm(x, 5, 1e-2, 0.6, 2.0)
-    assert torch.allclose(sliced, whole, rtol=1e-13, atol=1e-13)
-    assert torch.allclose(sliced_in.grad, whole_in.grad, rtol=1e-13, atol=1e-13)
-    assert torch.allclose(inference, _torch_lrn(x, 5, 1e-2, 0.6, 2.0), atol=1e-12)
+    def routed(dtype, channels, channels_last=True):
+        x = torch.zeros(2, channels, 3, 3, dtype=dtype)
+        x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        return _by_matmul(*_channel_view(x)[:2])
+
+    assert routed(torch.bfloat16, 64) and routed(torch.float16, 128)
+    assert not routed(torch.bfloat16, 192) and not routed(torch.float32, 64)
+    assert not routed(torch.bfloat16, 64, channels_last=False)
 
 
 def test_a_strided_view_is_normalised_like_a_copy():
