@@ -112,7 +112,7 @@ def reference_curve(data, target: float, device: torch.device, max_epochs: int, 
     torch.manual_seed(0)
     model = reference_model("cifar", "bn").to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = reference_loader(data.train_x, data.train_y, model.input_size, 128, workers)
+    loader = reference_loader(data.train_x, data.train_y, model, 128, workers)
     seconds = 0.0
     for epoch in range(1, max_epochs + 1):
         start = time.perf_counter()
