@@ -135,14 +135,17 @@ class _LocalResponseNormFn(torch.autograd.Function):
     def forward(ctx, x, size, alpha, beta, k):  # type: ignore[override]
         xv, dim, channels_last = _channel_view(x)
         yv, scale, factor = _forward(xv, dim, size, alpha, beta, k, for_backward=True)
-        ctx.save_for_backward(xv, scale, factor)
-        ctx.hyper = (size, alpha, beta, dim, channels_last)
+        if torch.compiler.is_compiling():  # it cannot save tensors that alias others (views, in-place results)
+            scale, factor = scale.clone(), factor.clone()
+        ctx.save_for_backward(x, scale, factor)  # x itself, not a view of it, for the same reason
+        ctx.hyper = (size, alpha, beta)
         return _back(yv, channels_last)
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        xv, scale, factor = ctx.saved_tensors
-        size, alpha, beta, dim, channels_last = ctx.hyper
+        x, scale, factor = ctx.saved_tensors
+        size, alpha, beta = ctx.hyper
+        xv, dim, channels_last = _channel_view(x)
         gv = grad_out.permute(0, 2, 3, 1) if channels_last else grad_out  # whatever layout the gradient has
         grad = _input_gradient(gv, xv, scale, factor, dim, size, alpha, beta)
         return _back(grad, channels_last), None, None, None, None

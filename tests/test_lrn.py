@@ -199,3 +199,18 @@ def test_even_size_and_missing_channel_axis_are_refused():
         local_response_norm(torch.randn(1, 4, 2, 2), size=4)
     with pytest.raises(ValueError, match="3 or more dimensions"):
         local_response_norm(torch.randn(4, 6))
+
+
+def test_it_compiles_with_torch_compile():
+    """TrainConfig(compile=True) compiles the model, this layer included (the engine's bf16 channels-last path)."""
+    torch._dynamo.reset()
+    torch.manual_seed(8)
+    x = (torch.randn(2, 16, 5, 5) * 3).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    compiled_in, eager_in = x.clone().requires_grad_(), x.clone().requires_grad_()
+    layer = LocalResponseNorm()
+    compiled, eager = torch.compile(layer)(compiled_in), layer(eager_in)
+    grad = torch.randn_like(eager)
+    compiled.backward(grad)
+    eager.backward(grad)
+    assert torch.allclose(compiled.float(), eager.float(), rtol=2e-2, atol=2e-2)
+    assert torch.allclose(compiled_in.grad.float(), eager_in.grad.float(), rtol=2e-2, atol=2e-2)
