@@ -245,23 +245,24 @@ def draw_form(source: datasets.DatasetSource | str) -> None:
     c.slider("Zoom (1 +- x)", 0.0, 0.9, step=0.05, key=key("zoom"), **PERSIST)
     d.checkbox("Horizontal flip", key=key("flip"), **PERSIST)
 
-    if st.toggle("Advanced settings", key="train.advanced", **PERSIST):
-        a, b, c, d = st.columns(4)
-        a.number_input("Max training images", min_value=0, step=256, key=key("max_train_images"), **PERSIST,
-                       help="0 = all; a cap for quick experiments.")
-        b.number_input("Validation fraction", min_value=0.0, max_value=0.95, step=0.05, key=key("val_fraction"),
-                       **PERSIST, help="Held out from the training images, split with the seed.")
-        c.number_input("Label smoothing", min_value=0.0, max_value=0.99, step=0.05, key=key("label_smoothing"),
-                       **PERSIST)
-        d.number_input("Plateau min lr", min_value=0.0, step=1e-6, format="%g", key=key("min_lr"), **PERSIST)
-        a, b, c, d = st.columns(4)
-        a.selectbox("Precision", PRECISIONS, key=key("precision"), **PERSIST,
-                    help="auto: bf16 autocast where the hardware runs it fast, else fp32.")
-        b.number_input("CPU threads", min_value=0, step=1, key=key("threads"), **PERSIST, help="0 = torch's default.")
-        c.number_input("Log every (steps)", min_value=1, step=1, key=key("log_every"), **PERSIST,
-                       help="Steps between points of the training curve.")
-        d.checkbox("channels-last layout", key=key("channels_last"), **PERSIST)
-        d.checkbox("torch.compile", key=key("compile"), **PERSIST, help="Pays off on long GPU runs.")
+    with st.container():  # one block whether open or not, so the fields below keep their place
+        if st.toggle("Advanced settings", key="train.advanced", **PERSIST):
+            a, b, c, d = st.columns(4)
+            a.number_input("Max training images", min_value=0, step=256, key=key("max_train_images"), **PERSIST,
+                           help="0 = all; a cap for quick experiments.")
+            b.number_input("Validation fraction", min_value=0.0, max_value=0.95, step=0.05, key=key("val_fraction"),
+                           **PERSIST, help="Held out from the training images, split with the seed.")
+            c.number_input("Label smoothing", min_value=0.0, max_value=0.99, step=0.05, key=key("label_smoothing"),
+                           **PERSIST)
+            d.number_input("Plateau min lr", min_value=0.0, step=1e-6, format="%g", key=key("min_lr"), **PERSIST)
+            a, b, c, d = st.columns(4)
+            a.selectbox("Precision", PRECISIONS, key=key("precision"), **PERSIST,
+                        help="auto: bf16 autocast where the hardware runs it fast, else fp32.")
+            b.number_input("CPU threads", min_value=0, step=1, key=key("threads"), **PERSIST, help="0 = torch's default.")
+            c.number_input("Log every (steps)", min_value=1, step=1, key=key("log_every"), **PERSIST,
+                           help="Steps between points of the training curve.")
+            d.checkbox("channels-last layout", key=key("channels_last"), **PERSIST)
+            d.checkbox("torch.compile", key=key("compile"), **PERSIST, help="Pays off on long GPU runs.")
 
     config, problems = form_config()
     a, b = st.columns([1, 3], vertical_alignment="bottom")

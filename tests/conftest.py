@@ -124,10 +124,31 @@ def page(browser, request):
     context.close()
 
 
+# Streamlit marks the app root with the script's state; the status widget shows only after a delay, so
+# both are read, and the app counts as settled once it has been idle for a few polls in a row (a rerun
+# that a widget change requested a moment ago has started by then).
+SETTLED = """() => {
+  const app = document.querySelector('[data-testid=stApp]');
+  const state = app && app.getAttribute('data-test-script-state');
+  const idle = app && state !== 'running' && state !== 'rerunRequested'
+               && !document.querySelector('[data-testid=stStatusWidget]');
+  if (!idle) { window.__idleSince = null; return false; }
+  window.__idleSince = window.__idleSince || Date.now();
+  return Date.now() - window.__idleSince > 400;
+}"""
+
+
 def wait_for_app(pg, timeout: float = 60_000) -> None:
-    """Wait until Streamlit has finished running the script (its status widget is gone)."""
+    """Wait until Streamlit has finished running the script and the page has settled."""
     pg.wait_for_selector("[data-testid=stApp]", timeout=timeout)
-    pg.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=timeout)
+    pg.evaluate("() => { window.__idleSince = null; }")
+    pg.wait_for_function(SETTLED, timeout=timeout, polling=100)
+
+
+def only(pg, selector: str, timeout: float = 15_000):
+    """The one element that matches: while a rerun moves a widget, its old copy lingers until the run ends."""
+    pg.wait_for_function("s => document.querySelectorAll(s).length === 1", arg=selector, timeout=timeout)
+    return pg.locator(selector)
 
 
 def screenshot(pg, name: str) -> Path:

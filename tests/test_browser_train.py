@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from conftest import screenshot, wait_for_app
+from conftest import only, screenshot, wait_for_app
 
+from alexnet import jobs
+from alexnet.config import TrainConfig
 from alexnet.runs import load_run
 
 RUN = "browser-demo"
@@ -23,7 +25,7 @@ TRAIN_POINTS = """() => {
 
 
 def set_number(page, key: str, value) -> None:
-    box = page.locator(f".st-key-train-{key} input")
+    box = only(page, f".st-key-train-{key} input")
     box.fill(str(value))
     box.press("Enter")
     wait_for_app(page)
@@ -75,7 +77,7 @@ def test_start_watch_stop_resume_finish(app_server, page):
     set_number(page, "max_train_images", 512)
     set_number(page, "log_every", 2)
     set_number(page, "threads", 1)
-    name_box = page.locator(".st-key-train-name input")
+    name_box = only(page, ".st-key-train-name input")
     name_box.fill(RUN)
     name_box.press("Enter")
     wait_for_app(page)
@@ -113,3 +115,27 @@ def test_start_watch_stop_resume_finish(app_server, page):
     assert page.get_by_text("test accuracy", exact=False).first.is_visible()
     assert page.locator("[data-testid=stException]").count() == 0
     snap(page, "train-6-finished")
+
+
+def test_opening_advanced_settings_leaves_no_ghost_copy_of_the_fields_below(app_server, page, mini_dir):
+    """While a rerun moves a widget, Streamlit shows its old copy until the run ends: the form keeps
+    the advanced fields in one block, so the run name below them never moves and never shows twice.
+    A run trains meanwhile, as when a user sets up the next one: the live view's polling and the busy
+    CPU make each rerun long enough for a ghost to be seen."""
+    config = TrainConfig(variant="cifar", norm="bn", epochs=2, batch_size=64, max_train_images=1024, threads=1,
+                         data_dir=str(mini_dir), log_every=1)
+    name = jobs.start(config, "ghost-check-background", app_server.runs)
+    page.goto(app_server + "/train")
+    wait_for_app(page)
+    form = page.locator("[data-testid=stExpander] details", has_text="Start a new run")
+    if form.get_attribute("open") is None:
+        form.locator("summary").click()
+    counts = []
+    for _ in range(4):  # open, close, open, close
+        page.locator(".st-key-train-advanced label").click()
+        for _ in range(20):
+            counts.append(page.evaluate("() => document.querySelectorAll('.st-key-train-name input').length"))
+            page.wait_for_timeout(50)
+        wait_for_app(page)
+    jobs.stop(name, app_server.runs)
+    assert set(counts) == {1}, counts
