@@ -3,7 +3,7 @@
 runs/<name>/
   config.json         every knob, written once before the first step
   metrics.jsonl       one event a line, appended and flushed as it happens
-  status.json         queued | running | stopped | finished | failed (+ reason, pid)
+  status.json         queued | running | stopped | finished | failed (+ reason, pid and its identity)
   weights.safetensors the latest weights (float32)
   state.pt            optimizer, schedule and position, for resume (tensors and plain types only)
   result.json         the test-set evaluation
@@ -91,7 +91,25 @@ def read_metrics(path: Path) -> list[dict]:
     return events
 
 
-def pid_alive(pid: int | None) -> bool:
+def process_identity(pid: int) -> str | None:
+    """This boot's id and the process's start in clock ticks since boot: unlike a pid, never reused.
+
+    None where there is no /proc (then a pid is all there is to go by).
+    """
+    try:
+        ticks = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except (OSError, IndexError):
+        return None
+    return f"{boot}:{ticks}"
+
+
+def pid_alive(pid: int | None, identity: str | None = None) -> bool:
+    """Whether process `pid` lives (a zombie does not).
+
+    identity: what `process_identity` said of the run's process; a live process with that pid but
+    another identity reuses the pid (after a reboot, say), and the run's own process is gone.
+    """
     if not pid:
         return False
     try:
@@ -99,12 +117,18 @@ def pid_alive(pid: int | None) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     # A zombie child of this process still answers kill(0): look at /proc where there is one.
     try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    except (OSError, IndexError):
         return True
+    if identity is not None:
+        now = process_identity(pid)
+        if now is not None and now != identity:
+            return False
+    return True
 
 
 @dataclass
@@ -160,6 +184,7 @@ class RunWriter:
         previous = read_json(self.path / "status.json", {}) or {}
         status = {"state": state, "pid": os.getpid(), "updated": time.time(),
                   "created": previous.get("created", time.time()), **extra}
+        status["pid_identity"] = process_identity(status["pid"])  # so a reused pid is not taken for the run's
         atomic_write_json(self.path / "status.json", status)
 
     def log(self, event: dict) -> None:
@@ -194,7 +219,7 @@ def _true_status(status: dict, has_checkpoint: bool = False) -> dict:
     The checkpoint file itself counts, not only the status's flag: a process killed between
     writing a checkpoint and saying so in status.json is still resumable.
     """
-    if status.get("state") in ("running", "queued") and not pid_alive(status.get("pid")):
+    if status.get("state") in ("running", "queued") and not pid_alive(status.get("pid"), status.get("pid_identity")):
         resumable = bool(status.get("checkpoint")) or has_checkpoint
         return {**status, "state": "stopped" if resumable else "failed", "checkpoint": resumable,
                 "reason": "the training process ended without saying why (killed or crashed)"

@@ -57,6 +57,26 @@ def test_a_running_status_whose_process_is_gone_reads_as_killed(tmp_path):
     assert load_run(writer.path).state == "running"
 
 
+def test_a_pid_reused_by_another_process_does_not_keep_a_dead_run_running(tmp_path):
+    """After a reboot the run's pid may belong to some other process: its identity tells them apart."""
+    writer = RunWriter.create(tmp_path, "rebooted", {})
+    writer.set_status("running", checkpoint=True)  # written by this (live) process, with its identity
+    assert load_run(writer.path).state == "running"
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        status = json.loads((writer.path / "status.json").read_text())
+        assert status["pid_identity"] == runs.process_identity(os.getpid())
+        runs.atomic_write_json(writer.path / "status.json", {**status, "pid": stranger.pid})  # the same pid, reused
+        run = load_run(writer.path)
+        assert runs.pid_alive(stranger.pid) and run.state == "stopped" and "killed" in run.status["reason"]
+        runs.atomic_write_json(writer.path / "status.json", {**status, "pid": stranger.pid,
+                                                             "pid_identity": runs.process_identity(stranger.pid)})
+        assert load_run(writer.path).state == "running"
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
 def test_atomic_writes_leave_no_temporary_files(tmp_path):
     runs.atomic_write_json(tmp_path / "x.json", {"a": 1})
     runs.atomic_write_json(tmp_path / "x.json", {"a": 2})
