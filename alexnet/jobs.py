@@ -46,6 +46,11 @@ def _holder(path: Path) -> str:
 def device_lock(root: str | Path | None, writer: RunWriter, stop: threading.Event) -> Iterator[None]:
     """Hold the run's lock, then wait in the queue (state 'queued') for the device; yields once both are held."""
     run_handle = _try_lock(writer.path / ".lock")
+    for _ in range(20):  # is_training() takes the lock for a moment to look: not a second trainer
+        if run_handle is not None:
+            break
+        time.sleep(0.05)
+        run_handle = _try_lock(writer.path / ".lock")
     if run_handle is None:
         raise RuntimeError(f"run {writer.path.name!r} is already being trained by another process")
     lock_path = runs_root(root) / ".device.lock"
