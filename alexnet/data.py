@@ -12,7 +12,6 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch

@@ -32,6 +32,7 @@ from torchvision.models import AlexNet_Weights, alexnet
 from torchvision.transforms import functional as TF
 
 from .checkpoints import CheckpointError, describe_mismatch, read_state_dict
+from .runs import pid_alive
 
 WEIGHTS = AlexNet_Weights.IMAGENET1K_V1
 CATEGORIES: tuple[str, ...] = tuple(WEIGHTS.meta["categories"])
@@ -200,18 +201,6 @@ def start_download() -> int:
     return process.pid
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def download_progress() -> dict:
     """{"state": none|running|finished|failed, "fraction": 0..1, "reason": ...} of a download in any process.
 
@@ -223,7 +212,7 @@ def download_progress() -> dict:
     except (FileNotFoundError, json.JSONDecodeError):
         status = {"state": "none"}
     if status.get("state") == "running":
-        if not _alive(status.get("pid")):
+        if not pid_alive(status.get("pid")):
             log = target.with_name(target.name + ".download.log")
             return {"state": "failed", "fraction": 0.0,
                     "reason": f"the download process ended before it finished (its output is in {log})"}

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import platform
+import socket
 import statistics
+import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -140,3 +143,31 @@ def load_images(data: str, count: int = 0) -> tuple[torch.Tensor, torch.Tensor, 
 def default_data() -> str:
     """The mini subset beside the repo when it is there, else synthetic images of the same shape."""
     return str(MINI) if (MINI / "cifar-10-batches-py" / "test_batch").exists() else "synthetic"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(runs: Path, data: Path, timeout: float = 90.0) -> tuple[subprocess.Popen, str]:
+    """`streamlit run app.py` on a free localhost port, as a user starts it; returns the process and its URL."""
+    port = free_port()
+    env = {**os.environ, "ALEXNET_RUNS": str(runs), "ALEXNET_DATA": str(data),
+           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                             "--server.port", str(port), "--server.address", "127.0.0.1",
+                             "--server.fileWatcherType", "none"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url + "/_stcore/health", timeout=2)
+            return proc, url
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("streamlit did not start")
+            time.sleep(0.2)

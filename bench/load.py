@@ -20,19 +20,18 @@ import argparse
 import asyncio
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from common import start_app  # noqa: E402
 from alexnet import jobs, presets  # noqa: E402
 from alexnet import runs as run_records  # noqa: E402
 from alexnet.data import load_cifar10, resolve_dataset  # noqa: E402
@@ -42,33 +41,6 @@ BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--d
                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 STEP_TIMEOUT_MS = 180_000
 IDLE = "() => !document.querySelector('[data-testid=stStatusWidget]')"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(runs: Path, data: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "ALEXNET_RUNS": str(runs), "ALEXNET_DATA": str(data),
-           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--server.fileWatcherType", "none"],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(url + "/_stcore/health", timeout=2)
-            return proc, url
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("streamlit did not start")
-            time.sleep(0.2)
 
 
 def rss_mb(pid: int) -> float:
@@ -284,7 +256,7 @@ def main() -> int:
         runs.mkdir()
         per_phase = args.sessions * args.rounds
         uploads = write_images(data, tmp, args.phases * per_phase + 1)
-        server, url = start_server(runs, data)
+        server, url = start_app(runs, data)
         job = None
         try:
             rss_start = rss_mb(server.pid)

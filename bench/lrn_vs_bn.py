@@ -126,8 +126,8 @@ def main() -> int:
                 layer_rows.append([variant, "x".join(map(str, shape)), f"{ours:.1f}", f"{theirs:.1f}",
                                    f"{batch_norm:.1f}", f"{theirs / ours:.1f}x", f"{ours / batch_norm:.1f}x"])
     print()
-    print(f"Median step (ms) after warm-up, builds alternating in blocks; 'LRN / BN (CPU time)' compares process "
-          f"CPU seconds, steadier than wall time on a busy machine.")
+    print("Median step (ms) after warm-up, builds alternating in blocks; 'LRN / BN (CPU time)' compares process "
+          "CPU seconds, steadier than wall time on a busy machine.")
     name = Path(args.compare_lrn).name if other is not None else ""
     other_columns = [f"{name} ms", f"{name} / BN"] if other is not None else []
     print_table(["variant", "batch", "steps", "BN ms", "LRN ms", "LRN / BN", "LRN / BN (CPU time)",

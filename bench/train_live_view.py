@@ -15,18 +15,16 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from common import start_app  # noqa: E402
 from alexnet import jobs  # noqa: E402
 from alexnet.runs import load_run  # noqa: E402
 
@@ -37,32 +35,6 @@ POINTS = """name => {
   if (!gd || !gd.data) return 0;
   return gd.data.filter(t => t.name === 'train (per step)').reduce((n, t) => n + t.x.length, 0);
 }"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(runs: Path, data: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "ALEXNET_RUNS": str(runs), "ALEXNET_DATA": str(data),
-           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1"],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url + "/_stcore/health", timeout=2)
-            return proc, url
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("streamlit did not start")
-            time.sleep(0.2)
 
 
 def idle(page) -> None:
@@ -120,7 +92,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     runs = Path(tempfile.mkdtemp(prefix="bench-runs-"))
-    server, url = start_server(runs, Path(args.data))
+    server, url = start_app(runs, Path(args.data))
     results = []
     try:
         with sync_playwright() as p:

@@ -6,8 +6,11 @@ import socket
 import subprocess
 import sys
 import time
+import re
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -47,17 +50,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def app_server(tmp_path_factory, mini_dir):
+@contextmanager
+def serve_app(tmp_path_factory, name: str, **env_extra: str) -> Iterator[str]:
     """`streamlit run app.py` on a free localhost port with its own runs folder; yields the base URL.
 
-    The server's runs folder is `app_server.runs` (an attribute on the returned str subclass).
+    The server's runs folder is the URL's `runs` attribute and its log its `log` (a str subclass).
     """
-    runs = tmp_path_factory.mktemp("server-runs")
+    runs = tmp_path_factory.mktemp(f"{name}-runs")
     port = _free_port()
-    env = {**os.environ, "ALEXNET_RUNS": str(runs), "ALEXNET_DATA": str(mini_dir),
-           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
-    log = open(tmp_path_factory.mktemp("server-log") / "streamlit.log", "wb")
+    env = {**os.environ, "ALEXNET_RUNS": str(runs), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", **env_extra}
+    log = open(tmp_path_factory.mktemp(f"{name}-log") / "streamlit.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
                              "--server.port", str(port), "--server.address", "127.0.0.1",
                              "--server.fileWatcherType", "none"],
@@ -80,13 +82,22 @@ def app_server(tmp_path_factory, mini_dir):
     base = Url(url)
     base.runs = runs
     base.log = Path(log.name)
-    yield base
-    proc.terminate()
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory, mini_dir):
+    """The app as `streamlit run app.py` serves it, reading the mini subset; shared by the browser tests."""
+    with serve_app(tmp_path_factory, "server", ALEXNET_DATA=str(mini_dir)) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -156,3 +167,16 @@ def screenshot(pg, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     pg.screenshot(path=str(path), full_page=True)
     return path
+
+
+def nav_link(pg, title: str):
+    """The app's own navigation link. Until app.py has run st.navigation, Streamlit lists every file in
+    pages/ in lower case; has_text with a string ignores case, a regex does not."""
+    link = pg.locator("[data-testid=stSidebarNavLink]").filter(has_text=re.compile(title))
+    link.wait_for()
+    return link
+
+
+def metric_value(pg, label: str) -> str:
+    box = pg.locator("[data-testid=stMetric]").filter(has_text=label).first
+    return box.locator("[data-testid=stMetricValue]").inner_text().strip()

@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 import torch
@@ -20,7 +16,7 @@ from torchvision.models import alexnet
 from alexnet import imagenet
 from alexnet.images import load_image
 from alexnet.predict import EXAMPLES_DIR, predict
-from conftest import REPO, _free_port, screenshot, wait_for_app
+from conftest import metric_value, nav_link, screenshot, serve_app, wait_for_app
 from pages import pickers
 
 CAT = EXAMPLES_DIR / "chelsea.png"
@@ -38,45 +34,9 @@ def torch_home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def imagenet_server(tmp_path_factory, mini_dir, torch_home):
-    """`streamlit run app.py` as `app_server` starts it, with TORCH_HOME pointing at the random-weights hub."""
-    runs = tmp_path_factory.mktemp("imagenet-server-runs")
-    port = _free_port()
-    env = {**os.environ, "ALEXNET_RUNS": str(runs), "ALEXNET_DATA": str(mini_dir), "TORCH_HOME": str(torch_home),
-           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
-    log = open(tmp_path_factory.mktemp("imagenet-server-log") / "streamlit.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--server.fileWatcherType", "none"],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url + "/_stcore/health", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"streamlit did not start; see {log.name}")
-            time.sleep(0.3)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-
-
-def nav_link(page, title: str):
-    link = page.locator("[data-testid=stSidebarNavLink]").filter(has_text=re.compile(title))
-    link.wait_for()
-    return link
-
-
-def metric_value(page, label: str) -> str:
-    box = page.locator("[data-testid=stMetric]").filter(has_text=label).first
-    return box.locator("[data-testid=stMetricValue]").inner_text().strip()
+    """The app as `app_server` serves it, with TORCH_HOME pointing at the random-weights hub."""
+    with serve_app(tmp_path_factory, "imagenet-server", ALEXNET_DATA=str(mini_dir), TORCH_HOME=str(torch_home)) as url:
+        yield url
 
 
 def test_pick_the_imagenet_model_upload_a_photo_see_five_names_and_grad_cam(imagenet_server, page, torch_home):

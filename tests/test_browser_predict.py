@@ -8,20 +8,7 @@ from PIL import Image
 from alexnet.checkpoints import load_model
 from alexnet.images import load_image
 from alexnet.predict import DEMO_WEIGHTS, EXAMPLES_DIR, predict
-from conftest import screenshot, wait_for_app
-
-
-def nav_link(page, title: str):
-    """The app's own navigation link. Until app.py has run st.navigation, Streamlit lists every file in
-    pages/ in lower case; has_text with a string ignores case, a regex does not."""
-    link = page.locator("[data-testid=stSidebarNavLink]").filter(has_text=re.compile(title))
-    link.wait_for()
-    return link
-
-
-def metric_value(page, label: str) -> str:
-    box = page.locator("[data-testid=stMetric]").filter(has_text=label).first
-    return box.locator("[data-testid=stMetricValue]").inner_text().strip()
+from conftest import metric_value, nav_link, screenshot, wait_for_app
 
 
 def test_upload_on_predict_then_grad_cam_on_explain(app_server, page, tmp_path, mini_data):
