@@ -171,3 +171,16 @@ def start_app(runs: Path, data: Path, timeout: float = 90.0) -> tuple[subprocess
                 proc.kill()
                 raise RuntimeError("streamlit did not start")
             time.sleep(0.2)
+
+
+# True once Streamlit has been idle for 400 ms: its status widget shows only after a delay, so
+# the app root's script state is read too, and a rerun requested a moment ago has begun by then.
+SETTLED = """() => {
+  const app = document.querySelector('[data-testid=stApp]');
+  const state = app && app.getAttribute('data-test-script-state');
+  const idle = app && state !== 'running' && state !== 'rerunRequested'
+               && !document.querySelector('[data-testid=stStatusWidget]');
+  if (!idle) { window.__idleSince = null; return false; }
+  window.__idleSince = window.__idleSince || Date.now();
+  return Date.now() - window.__idleSince > 400;
+}"""

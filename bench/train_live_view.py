@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import start_app  # noqa: E402
+from common import SETTLED, start_app  # noqa: E402
 from alexnet import jobs  # noqa: E402
 from alexnet.runs import load_run  # noqa: E402
 
@@ -37,8 +37,9 @@ POINTS = """name => {
 }"""
 
 
-def idle(page) -> None:
-    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=60_000)
+def settle(page) -> None:
+    page.evaluate("() => { window.__idleSince = null; }")
+    page.wait_for_function(SETTLED, timeout=60_000, polling=100)
 
 
 def measure_one(page, url: str, runs: Path, seconds: float) -> dict:
@@ -46,11 +47,12 @@ def measure_one(page, url: str, runs: Path, seconds: float) -> dict:
     page.locator("[data-testid=stSidebar]").get_by_text("Device:").wait_for()
     page.locator("[data-testid=stSidebarNavLink]").filter(has_text=re.compile(r"Train$")).click()
     page.get_by_role("heading", name="Train").wait_for()
-    idle(page)
+    settle(page)
     form = page.locator("[data-testid=stExpander] details", has_text="Start a new run")
     if form.get_attribute("open") is None:
         form.locator("summary").click()
     page.get_by_text(re.compile(r"steps in all")).wait_for()
+    settle(page)  # a click during a rerun can be lost to it
     before = {p.name for p in runs.iterdir()}
 
     page.locator(".st-key-train-start button:visible").click()  # the preset as it is: the fast CPU demo
