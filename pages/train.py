@@ -52,6 +52,21 @@ def fill_form(config: TrainConfig) -> None:
 
 def apply_preset() -> None:
     fill_form(presets.get(st.session_state[key("preset")]).config())
+    st.session_state.pop("train.copied_from", None)
+
+
+def copy_settings(run_name: str, run_config: dict) -> None:
+    """Button callback: the form takes a run's settings, to change a knob and train again."""
+    known = {name: value for name, value in run_config.items() if name in FORM_FIELDS}
+    try:
+        config = TrainConfig.from_dict(known)  # keys a newer or older version lacks keep their defaults
+    except (TypeError, ValueError) as err:
+        st.session_state["train.notice"] = ("error", f"Could not read the settings of {run_name}: {err}")
+        return
+    fill_form(config)
+    st.session_state["train.name"] = ""
+    st.session_state["train.form_open"] = True
+    st.session_state["train.copied_from"] = run_name
 
 
 def parse_milestones(text: str) -> list[int]:
@@ -145,6 +160,7 @@ def start_run() -> None:
         st.session_state["train.notice"] = ("error", f"Not started: no free run name near {base!r}")
         return
     st.session_state["train.last_start"] = (fingerprint, time.monotonic())
+    st.session_state.pop("train.copied_from", None)
     st.session_state["train.run"] = name
     st.session_state["train.notice"] = ("success", f"Started **{name}**. It trains in its own process: you can "
                                                    "close this tab and come back.")
@@ -166,6 +182,10 @@ def draw_form(source: datasets.DatasetSource | str) -> None:
         st.session_state[key("preset")] = presets.DEFAULT
         apply_preset()
     ss = st.session_state
+    notice = st.container()  # a block of its own, so the fields below keep their place when it empties
+    if ss.get("train.copied_from"):
+        notice.info(f"The form holds the settings of **{ss['train.copied_from']}**: change what you want to try and "
+                "press **Start training** to compare.", icon=":material/content_copy:")
     a, b = st.columns([1, 2], vertical_alignment="bottom")
     a.selectbox("Preset", presets.names(), key=key("preset"), on_change=apply_preset, **PERSIST,
                 format_func=lambda n: presets.PRESETS[n].title,
@@ -358,7 +378,7 @@ def draw_state(run: run_records.Run) -> None:
 
 
 def draw_actions(run: run_records.Run, root) -> None:
-    a, b, c, _ = st.columns([1, 1, 1, 3])
+    a, b, c, d, _ = st.columns([1, 1, 1, 2, 1])
     if a.button("Stop", key="train.stop", disabled=run.state not in ACTIVE, icon=":material/stop:",
                 help="Saves a checkpoint after the current step; Resume continues from there."):
         if jobs.stop(run.name, root):
@@ -375,6 +395,10 @@ def draw_actions(run: run_records.Run, root) -> None:
     if c.button("Delete…", key="train.delete", disabled=run.state in ACTIVE, icon=":material/delete:",
                 help="Stop a run before deleting it."):
         st.session_state["train.confirm_delete"] = run.name
+    if d.button("New run like this", key="train.copy", icon=":material/content_copy:",
+                on_click=copy_settings, args=(run.name, run.config),
+                help="Fill the form with this run's settings, to change one knob and compare."):
+        st.rerun()  # the form lies outside this fragment
     if st.session_state.get("train.confirm_delete") == run.name:
         with st.container(border=True):
             st.warning(f"Delete **{run.name}**, its curves and its weights? This cannot be undone.")
@@ -493,6 +517,8 @@ if not isinstance(source, datasets.DatasetSource):
 root = common.runs_root()
 existing = run_records.list_runs(root)
 active_now = frozenset(r.name for r in existing if r.state in ACTIVE)
-with st.expander("Start a new run", expanded=not existing, icon=":material/add_circle:"):
+if "train.form_open" not in st.session_state:
+    st.session_state["train.form_open"] = not existing
+with st.expander("Start a new run", key="train.form_open", on_change="rerun", icon=":material/add_circle:"):
     draw_form(source)
 st.fragment(live_view, run_every=REFRESH_SECONDS if active_now else None)(root, active_now)

@@ -125,6 +125,26 @@ def test_finished_run_charts_follow_the_axis_and_smoothing_controls(finished_run
     assert not any(t["name"].endswith("(raw)") for t in loss["data"])  # no faint copy without smoothing
 
 
+def test_new_run_like_this_fills_the_form_with_the_runs_settings(finished_run):
+    at = open_train_page()
+    assert at.session_state["train.form_open"] is False  # runs exist: the form starts folded
+    at.number_input(key="train.epochs").set_value(7)
+    at.selectbox(key="train.norm").set_value("lrn")
+    at.run()
+    at.button(key="train.copy").click().run()
+    assert not at.exception
+    config = finished_run.config
+    for field in ("epochs", "batch_size", "lr", "seed"):
+        assert at.number_input(key=f"train.{field}").value == config[field], field
+    assert at.session_state["train.max_train_images"] == config["max_train_images"] == 256  # an advanced field
+    assert at.selectbox(key="train.norm").value == config["norm"] == "bn"
+    assert at.selectbox(key="train.schedule").value == config["schedule"]
+    assert at.session_state["train.form_open"] is True
+    assert any("settings of **tiny-finished**" in i.value for i in at.info)
+    at.selectbox(key="train.preset").set_value("paper-2012").run()  # a preset replaces them, and says so
+    assert not any("settings of" in i.value for i in at.info)
+
+
 def test_failed_run_shows_its_reason_and_log(mini_env):
     writer = run_records.RunWriter.create(mini_env, "diverged", TrainConfig(lr=5.0).to_dict())
     reason = "the loss became nan at step 30 (epoch 1): lower the learning rate or use a norm layer"

@@ -116,6 +116,17 @@ def test_start_watch_stop_resume_finish(app_server, page):
     assert page.locator("[data-testid=stException]").count() == 0
     snap(page, "train-6-finished")
 
+    # Train again with one knob changed: the finished run's settings go back into the form.
+    page.reload()
+    wait_for_app(page)
+    page.locator(".st-key-train-run input").wait_for()
+    click(page, "copy")
+    page.get_by_text(f"The form holds the settings of {RUN}").wait_for(timeout=30_000)
+    wait_for_app(page)
+    assert only(page, ".st-key-train-epochs input").input_value() == "4"
+    assert only(page, ".st-key-train-batch_size input").input_value() == "64"
+    assert page.locator("[data-testid=stException]").count() == 0
+
 
 def test_opening_advanced_settings_leaves_no_ghost_copy_of_the_fields_below(app_server, page, mini_dir):
     """While a rerun moves a widget, Streamlit shows its old copy until the run ends: the form keeps
