@@ -138,14 +138,25 @@ def _find_state_dict(obj: Any, name: str) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"{name} holds no weights (expected a state_dict of tensors)")
 
 
+def _shapes(variant: str, norm: str, num_classes: int = 10) -> dict[str, torch.Size]:
+    with torch.device("meta"):  # shapes only: no memory, no time spent initialising 57 M weights
+        return {k: v.shape for k, v in build(variant, norm, num_classes=num_classes, init="torch").state_dict().items()}
+
+
 def guess_architecture(state: dict[str, torch.Tensor]) -> tuple[str, str] | None:
     """The (variant, norm) whose layers this state_dict fits exactly, if any."""
-    for variant in ("cifar", "paper"):
-        for norm in NORMS:
-            expected = build(variant, norm, init="torch").state_dict()
-            if expected.keys() == state.keys() and all(expected[k].shape == state[k].shape for k in state):
+    for variant, spec in VARIANTS.items():
+        for norm in spec.norms:
+            expected = _shapes(variant, norm)
+            if expected.keys() == state.keys() and all(expected[k] == state[k].shape for k in state):
                 return variant, norm
     return None
+
+
+def is_imagenet_classifier(state: dict[str, torch.Tensor]) -> bool:
+    """torchvision's ImageNet AlexNet itself (1000 classes), which the ImageNet model entry loads, not this."""
+    expected = _shapes("imagenet", "none", num_classes=1000)
+    return expected.keys() == state.keys() and all(expected[k] == state[k].shape for k in state)
 
 
 def describe_mismatch(model: nn.Module, state: dict[str, torch.Tensor], limit: int = 4) -> str | None:
@@ -168,16 +179,28 @@ def load_model(path: str | Path, variant: str | None = None, norm: str | None = 
                device: str | torch.device = "cpu") -> AlexNet:
     """A model in eval mode from a weights file; variant and norm come from the file's metadata when not given."""
     path = Path(path)
+    if variant is not None and variant not in VARIANTS:
+        raise CheckpointError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+    if variant is not None and norm is not None and norm not in VARIANTS[variant].norms:
+        raise CheckpointError(f"the {variant} variant has no {norm} layers: choose norm "
+                              f"{' or '.join(VARIANTS[variant].norms)}, or detect")
     state = read_state_dict(path)
+    if is_imagenet_classifier(state):
+        raise CheckpointError(f"{path.name} is torchvision's ImageNet AlexNet (1000 classes), not a CIFAR-10 model: "
+                              "pick the ImageNet model in the model picker and name this file as its weights file "
+                              "(or put it in torch's hub cache)")
     meta = read_metadata(path) if path.suffix == ".safetensors" else {}
     if variant is None or norm is None:
         # The metadata is the file's own word, so it is used only when it names a known variant and norm.
         known = meta.get("variant") in VARIANTS and meta.get("norm") in NORMS
         guessed = (meta["variant"], meta["norm"]) if known else guess_architecture(state)
         if guessed is None:
-            raise CheckpointError(f"{path.name} fits none of the variants (cifar or paper, with lrn, bn or none); "
+            raise CheckpointError(f"{path.name} fits none of the variants ({', '.join(VARIANTS)}, with their norms); "
                                   "pick the variant it was trained as to see which layers differ")
         variant, norm = variant or guessed[0], norm or guessed[1]
+        if norm not in VARIANTS[variant].norms:  # a variant named, the norm detected for another variant
+            raise CheckpointError(f"{path.name} does not fit the {variant} variant: its layers are those of the "
+                                  f"{guessed[0]} variant with norm={guessed[1]}")
     model = build(variant, norm, init="torch")
     mismatch = describe_mismatch(model, state)
     if mismatch:

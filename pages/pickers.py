@@ -154,7 +154,7 @@ def model_picker(key: str, label: str = "Model", optional: bool = False) -> Load
     choice = choices[[c.label for c in choices].index(picked)]
     try:
         model = model_from_file(choice.path)
-    except (CheckpointError, OSError) as err:
+    except (CheckpointError, OSError, ValueError) as err:
         st.error(f"{choice.label} cannot be loaded: {err}")
         return None
     st.caption(f"{choice.variant} variant, norm {choice.norm}; {choice.detail}")
@@ -180,7 +180,7 @@ def _uploaded_model(key: str) -> LoadedModel | None:
     chosen = (None if variant == "detect" else variant, None if norm == "detect" else norm)
     try:
         model = model_from_file(path, *chosen)
-    except CheckpointError as err:
+    except (CheckpointError, ValueError) as err:
         st.error(str(err))
         return None
     st.caption(f"{file.name}: {model.variant} variant, norm {model.norm}")

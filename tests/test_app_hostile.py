@@ -250,6 +250,16 @@ def test_checkpoint_uploads_that_would_run_code_or_do_not_fit_get_a_message(env,
     assert not at.error and metric(at, "Predicted")                          # detected from its shapes
 
     weights = DEMO_WEIGHTS.read_bytes()
+    at.selectbox(key="predict_model_variant").select("imagenet").run()       # a variant without that norm
+    for norm, message in [("detect", "demo.safetensors does not fit the imagenet variant: its layers are those of "
+                                     "the cifar variant with norm=bn"),
+                          ("bn", "the imagenet variant has no bn layers: choose norm none, or detect")]:
+        at.selectbox(key="predict_model_norm").select(norm).run()
+        errors = upload_checkpoint(at, "demo.safetensors", weights)
+        assert not at.exception and any(e.startswith(message) for e in errors), (norm, errors)
+    at.selectbox(key="predict_model_variant").select("detect").run()
+    at.selectbox(key="predict_model_norm").select("detect").run()
+
     for name, data, message in [
         ("cut.safetensors", weights[:len(weights) // 2], "cut.safetensors is not a valid safetensors file"),
         ("notes.pt", b"my notes\n" * 50, "notes.pt is not a"),

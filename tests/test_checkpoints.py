@@ -137,6 +137,24 @@ def test_a_checkpoint_of_another_norm_names_the_missing_layers(tmp_path):
         load_model(path, "cifar", "bn")
 
 
+def test_a_fine_tuned_imagenet_model_is_detected_and_the_original_is_sent_to_its_own_entry(tmp_path):
+    tuned = tmp_path / "tuned.safetensors"
+    save_file({k: v.half().contiguous() for k, v in build("imagenet", "none", init="torch").state_dict().items()},
+              str(tuned))
+    assert load_model(tuned).variant == "imagenet"                                        # found from its shapes
+    with pytest.raises(CheckpointError, match="the imagenet variant has no bn layers: choose norm none, or detect"):
+        load_model(tuned, "imagenet", "bn")
+    with pytest.raises(CheckpointError, match=r"tuned.safetensors does not fit the cifar variant with norm=none: "
+                                              r"wrong shapes: .* It looks like the imagenet variant with norm=none"):
+        load_model(tuned, variant="cifar")
+    original = tmp_path / "alexnet-owt-7be5be79.pth"                                     # torchvision's 1000 classes
+    torch.save({k: torch.zeros(v.shape, dtype=torch.float16)
+                for k, v in build("imagenet", "none", num_classes=1000, init="torch").state_dict().items()}, original)
+    with pytest.raises(CheckpointError, match=r"alexnet-owt-7be5be79.pth is torchvision's ImageNet AlexNet \(1000 "
+                                              r"classes\), not a CIFAR-10 model: pick the ImageNet model"):
+        load_model(original)
+
+
 def test_wrong_shapes_are_named_layer_by_layer(tmp_path):
     path = tmp_path / "hundred.pt"
     torch.save(build("cifar", "bn", num_classes=100, init="torch").state_dict(), path)
