@@ -158,6 +158,38 @@ def test_failed_run_shows_its_reason_and_log(mini_env):
     assert at.dataframe[0].value.set_index("run").loc["diverged", "message"] == reason
 
 
+def test_running_run_shows_its_place_speed_time_left_and_rate(mini_env, trained_once):
+    """The progress bar of a run in progress (run_progress), on the trainer's own events renumbered.
+
+    The start and step events are a real run's (trained_once), so they have the fields the trainer
+    writes; only the numbers change: 3,000 training images in 50 steps an epoch (60 images a step,
+    not the batch size of 64), 4 epochs, the last step logged at 60 of 200. The speed is the mean
+    of the last five logged steps (the first, far faster one is left out): 128 images/s, so
+    140 steps x 60 images / 128 = 65.6 s left. The status names this test's own process, so the
+    run reads as running.
+    """
+    real = run_records.load_run(trained_once)
+    start = next(e for e in real.metrics if e["event"] == "start")
+    step = real.steps()[-1]
+    writer = run_records.RunWriter.create(mini_env, "live", {**real.config, "epochs": 4})
+    writer.set_status("running", epoch=1, checkpoint=True, device=start["device"], dataset=start["dataset"])
+    writer.log({**start, "global_step": 0, "epoch": 0, "train_images": 3000, "steps_per_epoch": 50, "epochs": 4})
+    for n, (speed, lr) in enumerate([(10_000.0, 0.1), (100.0, 0.08), (120.0, 0.06), (140.0, 0.04), (130.0, 0.02),
+                                     (150.0, 0.0123)], start=1):
+        writer.log({**step, "global_step": 10 * n, "epoch": 10 * n / 50, "images_per_s": speed, "lr": lr})
+    writer.close()
+    assert run_records.load_run(writer.path).state == "running"
+
+    at = open_train_page()
+    assert at.selectbox(key="train.run").value == "live"
+    (bar,) = [p.proto for p in at.get("progress")]
+    assert bar.value == 30  # 60 of 200 steps
+    assert bar.text == "epoch 1.20 / 4 · step 60 / 200 · 128 images/s · about 1 min 06 s left"
+    assert [m.value for m in at.metric if m.label == "Learning rate"] == ["0.0123"]  # the last step's
+    assert any(i.value == "**running**: epoch 2 of 4" for i in at.info)
+    assert at.button(key="train.stop").disabled is False
+
+
 def test_delete_asks_first_and_cancel_keeps_the_run(finished_run):
     at = open_train_page()
     at.button(key="train.delete").click().run()
