@@ -1,0 +1,67 @@
+"""A fresh machine, as the README's first command leaves it: no dataset named, none in the usual places,
+no runs, offline. Every page must open, say what it uses, and work on the embedded sample."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from alexnet import data as datasets
+
+APP = Path(__file__).resolve().parent.parent / "app.py"
+PAGES = ["pages/home.py", "pages/train.py", "pages/predict.py", "pages/explain.py", "pages/compare.py"]
+SAMPLE_LABEL = "embedded sample (2,972 images)"
+
+
+@pytest.fixture
+def empty_machine(monkeypatch, runs_dir, tmp_path):
+    monkeypatch.delenv(datasets.ENV_VAR, raising=False)
+    for var in ("HOME", "XDG_CACHE_HOME", "TORCH_HOME"):  # no CIFAR-10 and no ImageNet weights where they are looked for
+        monkeypatch.setenv(var, str(tmp_path / "home"))
+    monkeypatch.setattr(datasets, "DEFAULT_DOWNLOAD_DIR", tmp_path / "home" / "alexnet-lab")
+    st.cache_data.clear()  # another test's resolution must not answer for this machine
+    yield runs_dir
+    st.cache_data.clear()
+
+
+def open_page(page: str | None) -> AppTest:
+    """The app at a page (None: its default, Home), as app.py's navigation runs it."""
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    if page is not None:
+        at.switch_page(page)
+        at.run()
+    return at
+
+
+def texts(at: AppTest) -> str:
+    return "\n".join(e.value for kind in ("subheader", "caption", "markdown", "info", "warning") for e in at.get(kind))
+
+
+def test_the_sidebar_names_the_embedded_sample(empty_machine):
+    """(AppTest keeps the sidebar of the first run only, where the folder is called pages/; the browser
+    tests see it on every page.)"""
+    sidebar = "\n".join(c.value for c in open_page(None).sidebar.caption)
+    assert f"**Dataset:** {SAMPLE_LABEL}" in sidebar and "missing" not in sidebar
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_opens_on_an_empty_machine(empty_machine, page):
+    at = open_page(page)
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_the_train_page_and_the_gallery_use_the_sample_and_a_folder_named_in_the_app_wins(empty_machine, mini_dir):
+    at = open_page("pages/train.py")
+    assert f"On {SAMPLE_LABEL}: 1,800 training images" in texts(at)            # 90% of 2,000; 10% validation
+    at.session_state["data_dir"] = str(mini_dir)                               # the sidebar's Dataset folder
+    at.run()
+    assert "On CIFAR-10 subset (6,102 images): 4,576 training images" in texts(at)
+    at = open_page("pages/predict.py")
+    at.radio(key="predict_source").set_value("Test-set gallery").run()
+    assert not at.exception, at.exception
+    assert len(at.get("image")[0].proto.imgs) > 1                              # the gallery's tiles
+    assert f"test image #0 of {SAMPLE_LABEL}" in texts(at)
