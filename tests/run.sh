@@ -9,4 +9,8 @@ if ! command -v chromium >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 python3 -m pip install -q --disable-pip-version-check -r requirements.txt -r tests/requirements.txt
+if [ ! -f ../shared/data/cifar-10-mini/cifar-10-batches-py/test_batch ]; then
+  echo "note: the CIFAR-10 mini subset is missing at $(cd .. && pwd)/shared/data/cifar-10-mini;" \
+       "the tests that train and predict on real images will fail until it is there" >&2
+fi
 python3 -m pytest "$@"
