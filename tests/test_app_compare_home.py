@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1 import app_test as app_test_module
 
 from alexnet import compare, experiment
 from alexnet import runs as run_records
@@ -49,6 +51,21 @@ def env(monkeypatch, mini_dir):
 def with_runs(env, monkeypatch, paired):
     monkeypatch.setenv("ALEXNET_RUNS", str(paired[0]))
     return paired
+
+
+@pytest.fixture
+def media(monkeypatch):
+    """The files a download button serves, by the button's url: AppTest drops its in-memory store after each run,
+    so keep every store it makes and read the last one (that run's)."""
+    stores = []
+
+    class Kept(MemoryMediaFileStorage):
+        def __init__(self, endpoint):
+            super().__init__(endpoint)
+            stores.append(self)
+
+    monkeypatch.setattr(app_test_module, "MemoryMediaFileStorage", Kept)
+    return lambda url: stores[-1].get_file(url.rsplit("/", 1)[-1])
 
 
 def open_page(page: str) -> AppTest:
@@ -160,6 +177,37 @@ def test_compare_shows_curves_table_and_differing_keys(with_runs):
     colors = {t["line"]["color"] for t in figures["loss"]["data"] if t["name"].endswith("validation")}
     assert len(colors) == 2  # one colour a run
     assert not at.exception
+
+
+def test_compare_exports_the_table_and_every_chart(with_runs, media):
+    root, record, _ = with_runs
+    at = open_page("pages/compare.py")
+    chosen = [run_records.load_run(root / name) for name in at.multiselect(key="compare.runs").value]
+    assert len(chosen) == 2
+    buttons = at.get("download_button")
+    assert [button.proto.label for button in buttons] == ["Table as CSV", "Metrics + configs (JSON)"]
+    csv_file = media(buttons[0].proto.url)
+    assert (csv_file.filename, csv_file.mimetype) == ("runs.csv", "text/csv")
+    target = at.number_input(key="compare.target").value / 100
+    expected = compare.rows_to_csv(compare.summary_rows([compare.summarize_run(r, target) for r in chosen], target))
+    assert csv_file.content.decode() == expected
+    assert [line.split(",")[0] for line in expected.splitlines()] == ["run", *(r.name for r in chosen)]
+    json_file = media(buttons[1].proto.url)
+    assert (json_file.filename, json_file.mimetype) == ("runs.json", "application/json")
+    exported = json.loads(json_file.content)
+    assert [r["name"] for r in exported["runs"]] == [r.name for r in chosen]
+    for run, out in zip(chosen, exported["runs"]):
+        assert out["config"] == run.config and out["metrics"] == run.metrics and out["status"] == run.status
+        assert out["result"]["test_accuracy"] == run.result["test_accuracy"] and "predictions" not in out["result"]
+    # Every chart's camera button saves a PNG named after what it shows: curves, per class, both confusion
+    # matrices, and the experiment tab's two seed bands.
+    a, b = (r.name for r in chosen)
+    configs = [json.loads(chart.proto.config) for chart in at.get("plotly_chart")]
+    assert sorted(c["toImageButtonOptions"]["filename"] for c in configs) == sorted([
+        "compare-loss", "compare-acc", "compare-per-class", f"confusion-{a}", f"confusion-{b}",
+        f"{record.name}-acc", f"{record.name}-loss"])
+    for config in configs:
+        assert config["toImageButtonOptions"]["format"] == "png" and config["displaylogo"] is False
 
 
 def test_compare_side_by_side_on_the_test_set(with_runs, mini_data):
