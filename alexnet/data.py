@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .models import CIFAR10_CLASSES
+from .runs import atomic_write_json, pid_alive, process_identity, read_json
 
 BATCHES = "cifar-10-batches-py"
 FULL_TRAIN, FULL_TEST = 50_000, 10_000
@@ -201,46 +202,79 @@ def load_cifar10(source: DatasetSource | str | Path | None = None) -> Cifar10:
 
 
 ARCHIVE_BYTES = 170_498_071  # cifar-10-python.tar.gz
+DOWNLOAD_STATUS = "download.json"
+DOWNLOAD_DIED = "the download process ended without finishing; press Download again"
 
 
 def download_target(root: str | Path | None = None) -> Path:
     return Path(root).expanduser() if root else DEFAULT_DOWNLOAD_DIR
 
 
+def write_download_status(target: Path, state: str, **extra: object) -> None:
+    """Replace `target`'s download status whole (a reader never sees half of it); a pid comes with its
+    identity, so a pid reused by another process never passes for the download's."""
+    status: dict = {"state": state, **extra}
+    if status.get("pid"):
+        status["pid_identity"] = process_identity(int(status["pid"]))
+    atomic_write_json(target / DOWNLOAD_STATUS, status)
+
+
+def _running_pid(status: object) -> int | None:
+    """The pid a download status names, if it says running and that process still lives."""
+    if not isinstance(status, dict) or status.get("state") != "running":
+        return None
+    pid = status.get("pid")
+    return pid if pid_alive(pid, status.get("pid_identity")) else None
+
+
+def live_download(root: str | Path | None = None) -> int | None:
+    """The pid of the download writing into `root`'s target now, else None (none, ended, or killed)."""
+    return _running_pid(read_json(download_target(root) / DOWNLOAD_STATUS))
+
+
 def download_cifar10(root: str | Path | None = None) -> DatasetSource:
     """Download the full CIFAR-10 with torchvision (online only) where `resolve_dataset` finds it next time.
 
     The archive grows at `download_target(root)/cifar-10-python.tar.gz` while it downloads, so
-    another process can show progress (`download_progress`).
+    another process can show progress (`download_progress`). Refuses to start while another
+    process downloads into the same folder: two writers would corrupt the one archive.
     """
     from torchvision.datasets import CIFAR10
 
     target = download_target(root)
     target.mkdir(parents=True, exist_ok=True)
-    status = target / "download.json"
-    status.write_text(json.dumps({"state": "running", "pid": os.getpid()}))
+    other = live_download(target)
+    if other is not None and other != os.getpid():
+        raise RuntimeError(f"another download (process {other}) is already writing into {target}; "
+                           "wait for it to end, or end it first")
+    write_download_status(target, "running", pid=os.getpid())
     try:
         CIFAR10(str(target), train=True, download=True)
         source = _source_for(target / BATCHES)
     except Exception as err:  # urllib and tarfile raise many kinds; each means the same to the user
         message = (f"could not download CIFAR-10 into {target}: {err}. Offline? Copy the {BATCHES}/ folder of "
                    "CIFAR-10's python version there instead.")
-        status.write_text(json.dumps({"state": "failed", "reason": message}))
+        write_download_status(target, "failed", reason=message)
         raise DatasetMissing(message) from err
-    status.write_text(json.dumps({"state": "finished"}))
+    write_download_status(target, "finished")
     return source
 
 
 def download_progress(root: str | Path | None = None) -> dict:
-    """{"state": none|running|finished|failed, "fraction": 0..1, "reason": ...} of a download in any process."""
+    """{"state": none|running|finished|failed, "fraction": 0..1, "reason": ...} of a download in any process.
+
+    A download whose status says running but whose process is gone (killed, or the machine restarted)
+    reads as failed: its status file would otherwise say running forever.
+    """
     target = download_target(root)
-    try:
-        status = json.loads((target / "download.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    status = read_json(target / DOWNLOAD_STATUS)
+    if not isinstance(status, dict):
         return {"state": "none", "fraction": 0.0}
     archive = target / "cifar-10-python.tar.gz"
-    size = archive.stat().st_size if archive.exists() else 0
-    return {**status, "fraction": min(size / ARCHIVE_BYTES, 1.0)}
+    fraction = min((archive.stat().st_size if archive.exists() else 0) / ARCHIVE_BYTES, 1.0)
+    if status.get("state") == "running" and _running_pid(status) is None:
+        return {"state": "failed", "fraction": fraction, "reason": DOWNLOAD_DIED}
+    return {**status, "fraction": fraction}
 
 
 def split_validation(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int

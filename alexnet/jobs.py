@@ -35,6 +35,15 @@ def _try_lock(path: Path):
         return None
 
 
+@contextmanager
+def _one_at_a_time(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path`, waiting for it: one look-then-spawn at a time, across threads
+    (two tabs of one server) and processes."""
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def _holder(path: Path) -> str:
     try:
         return path.read_text().strip()
@@ -101,15 +110,24 @@ def _spawn(root: Path, name: str) -> int:
 
 
 def start_download(root: str | Path | None = None) -> int:
-    """Download CIFAR-10 in a background process (see data.download_progress); returns its pid."""
-    from .data import download_target
+    """Download CIFAR-10 in a background process (see data.download_progress); returns its pid.
+
+    While a download into the same folder lives, returns that one's pid instead of starting a
+    second writer of the same archive.
+    """
+    from .data import download_target, live_download, write_download_status
 
     target = download_target(root)
     target.mkdir(parents=True, exist_ok=True)
-    with open(target / "download.log", "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "alexnet", "download", "--data", str(target)],
-                                   stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True, cwd=Path(__file__).resolve().parent.parent)
+    with _one_at_a_time(target / ".download.lock"):
+        running = live_download(target)
+        if running is not None:
+            return running
+        with open(target / "download.log", "ab") as log:
+            process = subprocess.Popen([sys.executable, "-m", "alexnet", "download", "--data", str(target)],
+                                       stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True, cwd=Path(__file__).resolve().parent.parent)
+        write_download_status(target, "running", pid=process.pid)  # at once: the child needs seconds to say so
     return process.pid
 
 
@@ -124,18 +142,32 @@ def start(config: TrainConfig, name: str, root: str | Path | None = None) -> str
     return name
 
 
-def resume(name: str, root: str | Path | None = None) -> None:
-    """Continue a stopped (or killed) run from its last checkpoint; a no-op if it is already training."""
+def resume(name: str, root: str | Path | None = None) -> int:
+    """Continue a stopped (or killed) run from its last checkpoint; returns the pid of the process training it.
+
+    Idempotent: while a process is starting (seconds of importing torch before it takes the run's
+    lock) or training the run, returns that process's pid without spawning another, so two Resume
+    clicks in a row start one process.
+    """
     folder = runs_root(root)
-    run = load_run(folder / check_name(name), with_metrics=False)
-    if is_training(folder, name):
-        return
-    if run.state == "finished":
-        raise RuntimeError(f"run {name!r} has finished; start a new run to train more")
-    writer = RunWriter(run.path)
-    writer.set_status("queued", reason="resuming", checkpoint=run.status.get("checkpoint", False))
-    pid = _spawn(folder, name)
-    writer.set_status("queued", reason="resuming", pid=pid, checkpoint=run.status.get("checkpoint", False))
+    path = folder / check_name(name)
+    load_run(path, with_metrics=False)  # says "not a run folder" before a lock file is made anywhere
+    with _one_at_a_time(path / ".resume.lock"):
+        run = load_run(path, with_metrics=False)  # a queued or running state here has a live pid
+        if run.state in ("queued", "running") or is_training(folder, name):
+            return run.status.get("pid")
+        if run.state == "finished":
+            raise RuntimeError(f"run {name!r} has finished; start a new run to train more")
+        checkpoint = run.status.get("checkpoint", False)
+        writer = RunWriter(run.path)
+        writer.set_status("queued", reason="resuming", checkpoint=checkpoint)
+        try:
+            pid = _spawn(folder, name)
+        except OSError as err:  # else the status would name this (live) process as the run's, and block resuming
+            writer.set_status(run.state, reason=f"could not start the training process: {err}", checkpoint=checkpoint)
+            raise
+        writer.set_status("queued", reason="resuming", pid=pid, checkpoint=checkpoint)
+    return pid
 
 
 def stop(name: str, root: str | Path | None = None) -> bool:

@@ -80,27 +80,35 @@ def sidebar() -> None:
 
 
 def download_panel() -> None:
-    """Fetch the full CIFAR-10 (online) in a background process, where resolve_dataset finds it next time."""
-    if st.button(f"Download CIFAR-10 (163 MB) to {datasets.download_target()}", key="download_cifar10"):
+    """Fetch the full CIFAR-10 (online) in a background process, where resolve_dataset finds it next time.
+
+    The button is off while a download lives, so a second click cannot start a second writer of the same
+    archive; a download that died reads as failed (data.download_progress), never as a frozen bar.
+    """
+    progress = datasets.download_progress()
+    running = progress["state"] == "running"
+    if st.button(f"Download CIFAR-10 (163 MB) to {datasets.download_target()}", key="download_cifar10",
+                 disabled=running, help="A download is running" if running else None):
         jobs.start_download()
-        st.session_state["download_started"] = True
-    if st.session_state.get("download_started") or datasets.download_progress()["state"] == "running":
+        st.rerun()  # draw the button off and the progress bar now
+    if running:
         download_status()
+    elif progress["state"] == "failed":
+        st.error(f"The last download failed: {progress['reason']}")
+    elif progress["state"] == "finished":
+        st.success(f"CIFAR-10 is downloaded in {datasets.download_target()}: the app uses it when no folder is named.")
 
 
 @st.fragment(run_every="1s")
 def download_status() -> None:
+    """The progress bar of a running download; when it ends, the whole app reruns to show the outcome."""
     progress = datasets.download_progress()
     if progress["state"] == "running":
         st.progress(progress["fraction"], text=f"Downloading CIFAR-10: {progress['fraction']:.0%}")
-    elif progress["state"] == "failed":
-        st.error(progress["reason"])
-        st.session_state["download_started"] = False
-    elif progress["state"] == "finished":
-        st.success("CIFAR-10 is ready.")
-        st.session_state["download_started"] = False
-        dataset_source.clear()
-        st.rerun(scope="app")
+        return
+    if progress["state"] == "finished":
+        dataset_source.clear()  # the sidebar's next look finds the new folder
+    st.rerun(scope="app")
 
 
 def _route_through_app() -> None:

@@ -30,3 +30,30 @@ def test_a_trainer_starting_while_someone_looks_at_the_lock_still_starts(tmp_pat
     with jobs.device_lock(tmp_path, writer, threading.Event()):
         assert jobs.is_training(tmp_path, "looked-at")
     assert not jobs.is_training(tmp_path, "looked-at")
+
+
+def test_two_resumes_in_a_row_start_one_process_and_the_run_finishes_once(runs_dir, mini_data):
+    """The second Resume comes while the first's process still imports torch, before it holds the run's lock."""
+    from alexnet.config import TrainConfig
+    from alexnet.runs import load_run
+    from alexnet.train import train
+
+    config = TrainConfig(variant="cifar", norm="bn", epochs=2, batch_size=64, max_train_images=256, threads=1,
+                         log_every=1, schedule="constant", lr=0.01, data_dir=str(mini_data.source.path))
+    writer = RunWriter.create(runs_dir, "twice", config.to_dict())
+    stop = threading.Event()
+
+    def stop_after_epoch_1(event: dict) -> None:
+        if event["event"] == "epoch":
+            stop.set()
+
+    train(config, writer.path, on_event=stop_after_epoch_1, stop=stop, data=mini_data)
+    assert load_run(writer.path).state == "stopped"
+
+    first = jobs.resume("twice", runs_dir)
+    second = jobs.resume("twice", runs_dir)
+    assert second == first
+    assert jobs.wait("twice", runs_dir, timeout=300) == "finished"
+    run = load_run(writer.path)
+    assert [e["epoch"] for e in run.epochs()] == [1, 2]
+    assert (writer.path / "log.txt").read_text().count("run twice:") == 1  # each process says so at its start
