@@ -233,6 +233,19 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .data import SAMPLE_DIR, load_cifar10, resolve_dataset, write_sample
+
+    if min(args.train_per_class, args.test_per_class) < 1:
+        raise ValueError("--train-per-class and --test-per-class must be at least 1")
+    source = resolve_dataset(args.source)
+    out = Path(args.out) if args.out else SAMPLE_DIR
+    write_sample(load_cifar10(source), out, args.train_per_class, args.test_per_class)
+    print(f"the first {args.train_per_class} train and {args.test_per_class} test images of each class of "
+          f"{source.label} ({source.path}) in {out}")
+    return 0
+
+
 def cmd_experiment(args: argparse.Namespace) -> int:
     from . import experiment
 
@@ -348,6 +361,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "into torch's hub cache ($TORCH_HOME/hub/checkpoints)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("sample", help="remake the embedded sample (assets/cifar10-sample) from a CIFAR-10 folder",
+                       description="Write the first N images of each class of each split of a CIFAR-10 folder as "
+                       "lossless WebP mosaics plus sample.json (labels, source indices). The shipped sample is "
+                       "--from ../shared/data/cifar-10-mini with the defaults.")
+    p.add_argument("--from", dest="source", required=True, metavar="DIR",
+                   help="folder holding cifar-10-batches-py (the full set or a subset)")
+    p.add_argument("--out", default=None, help="where to write (default: assets/cifar10-sample)")
+    p.add_argument("--train-per-class", type=int, default=200)
+    p.add_argument("--test-per-class", type=int, default=100)
+    p.set_defaults(func=cmd_sample)
     return parser
 
 

@@ -55,6 +55,34 @@ def test_the_sample_holds_the_exact_pixels_of_the_real_images(mini_data, no_usua
     assert sum(p.stat().st_size for p in data.SAMPLE_DIR.iterdir()) < 6_000_000
 
 
+def test_the_sample_command_remakes_the_shipped_sample(mini_dir, tmp_path, capsys):
+    """`python -m alexnet sample` on the mini subset gives the committed files again: pixels, labels, indices."""
+    from PIL import Image
+
+    from alexnet.cli import main
+
+    remade = tmp_path / "remade"
+    assert main(["sample", "--from", str(mini_dir), "--out", str(remade)]) == 0
+    assert str(remade) in capsys.readouterr().out
+    assert json.loads((remade / "sample.json").read_text()) == json.loads((data.SAMPLE_DIR / "sample.json").read_text())
+    for mosaic in ("train.webp", "test.webp"):
+        with Image.open(remade / mosaic) as new, Image.open(data.SAMPLE_DIR / mosaic) as shipped:
+            assert np.array_equal(np.asarray(new.convert("RGB")), np.asarray(shipped.convert("RGB"))), mosaic
+
+
+def test_a_full_cifar10_in_a_usual_place_beats_the_sample_and_a_subset_there_does_not(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    monkeypatch.setattr(data, "FULL_TRAIN", 5 * 7)  # the size of write_tiny_cifar's folders stands in for 50,000
+    monkeypatch.setattr(data, "FULL_TEST", 5)
+    subset = write_tiny_cifar(tmp_path / "subset", per_batch=3)
+    full = write_tiny_cifar(tmp_path / "full")
+    monkeypatch.setattr(data, "usual_places", lambda: [subset, tmp_path / "empty", full])
+    source = resolve_dataset()
+    assert source.kind == "cifar10" and source.label == "CIFAR-10" and source.path == full / data.BATCHES
+    monkeypatch.setattr(data, "usual_places", lambda: [subset])
+    assert resolve_dataset().kind == "sample"
+
+
 def test_a_named_folder_wins_over_the_sample_and_the_environment(tmp_path, monkeypatch, no_usual_places):
     tiny = write_tiny_cifar(tmp_path / "tiny")
     monkeypatch.setenv(data.ENV_VAR, str(tiny))
