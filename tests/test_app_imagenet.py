@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
 from torchvision.models import AlexNet_Weights, alexnet
 
-from alexnet import explain, imagenet
+from alexnet import charts, explain, imagenet
 from alexnet.images import load_image
 from alexnet.predict import DEMO_WEIGHTS, EXAMPLES_DIR, predict
 from pages import pickers
@@ -84,6 +84,12 @@ def array(value) -> np.ndarray:
     return np.asarray(value)
 
 
+def chart(at, key: str) -> dict:
+    """The figure of the chart drawn with this key (an element's id ends with its key)."""
+    (found,) = [json.loads(c.proto.spec) for c in at.get("plotly_chart") if c.proto.id.endswith(f"-{key}")]
+    return found
+
+
 def bars(at) -> list[dict]:
     return [f["data"][0] for f in figures(at) if f["data"] and f["data"][0]["type"] == "bar"]
 
@@ -128,7 +134,7 @@ def imagenet_free_demo():
     return load_model(DEMO_WEIGHTS)
 
 
-def test_explain_draws_grad_cam_at_224_for_any_of_the_1000_classes(app, reference):
+def test_explain_draws_all_three_maps_at_224_for_any_of_the_1000_classes(app, reference):
     app.selectbox(key="predict_model").select(pickers.IMAGENET).run()
     upload_cat(app)
     app.switch_page("pages/explain.py").run()
@@ -138,8 +144,9 @@ def test_explain_draws_grad_cam_at_224_for_any_of_the_1000_classes(app, referenc
     predicted = predict(reference, pixels)
 
     def cam_map():
-        return next(f["data"][1] for f in figures(app) if len(f["data"]) == 2 and f["data"][1]["type"] == "heatmap"
-                    and f["data"][1]["colorbar"]["title"]["text"] == "evidence")
+        heat = chart(app, "map_Grad-CAM")["data"][1]
+        assert heat["type"] == "heatmap" and heat["colorbar"]["title"]["text"] == "evidence"
+        return heat
 
     z = array(cam_map()["z"]).astype(float)
     assert z.shape == (224, 224)
@@ -155,10 +162,26 @@ def test_explain_draws_grad_cam_at_224_for_any_of_the_1000_classes(app, referenc
     assert not app.exception
     assert any(m.value == f"**Grad-CAM** (conv5, class {name})" for m in app.markdown)
     np.testing.assert_allclose(array(cam_map()["z"]).astype(float), maps[name], rtol=1e-4, atol=1e-7)
+    # The other two maps, for the same class at 224: Guided Grad-CAM (signed RGB) and Integrated Gradients.
+    index = imagenet.CATEGORIES.index(name)
+    assert any(m.value == f"**Guided Grad-CAM** (conv5, class {name})" for m in app.markdown)
+    guided = explain.guided_grad_cam(reference, pixels, "conv5", index).values
+    assert guided.shape == (224, 224, 3) and np.any(guided)
+    drawn = array(chart(app, "map_Guided Grad-CAM")["data"][0]["z"]).astype(int)
+    assert drawn.shape == (224, 224, 3) and np.ptp(drawn) > 0
+    np.testing.assert_allclose(drawn, charts.signed_rgb(guided).astype(int), atol=1)  # a rounding apart at most
+    assert any(m.value == f"**Integrated Gradients** (class {name})" for m in app.markdown)
+    ig = explain.integrated_gradients(reference, pixels, index, steps=32).values
+    heat = chart(app, "map_Integrated Gradients")["data"][1]
+    assert heat["type"] == "heatmap" and heat["colorbar"]["title"]["text"] == "attribution"
+    z = array(heat["z"]).astype(float)
+    assert z.shape == (224, 224) and np.ptp(z) > 0
+    np.testing.assert_allclose(z, explain.upsample(ig, 224), rtol=1e-3, atol=1e-3 * np.abs(ig).max())
+    assert not any("zero everywhere" in i.value or "NaN" in i.value for i in app.info)
     pictures = [array(f["data"][0]["z"]).shape for f in figures(app)
                 if len(f["data"]) == 1 and f["data"][0]["type"] == "image"]
     assert (4 * 12 - 1, 16 * 12 - 1, 3) in pictures                   # conv1's 64 kernels of 11x11, as RGB
-    assert (224, 224, 3) in pictures                                    # the 224x224 network input
+    assert np.array_equal(array(chart(app, "explain_small")["data"][0]["z"]), pixels)  # the 224x224 network input
 
 
 def test_a_weights_file_named_on_the_server_is_used(app, weights, reference):
