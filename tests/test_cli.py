@@ -1,20 +1,32 @@
 """The command line: every subcommand has help, and each one drives the library for real."""
+import argparse
 import os
 import subprocess
 import sys
 
 import pytest
 
-from alexnet.cli import main
+from alexnet.cli import build_parser, main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def subcommands() -> list[str]:
+    """The subcommands as the parser knows them, so one added later is covered too."""
+    (action,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return list(action.choices)
+
+
 def test_help_of_every_subcommand():
-    for command in ([], ["train"], ["runs"], ["summary"], ["eval"], ["predict"], ["download"]):
+    commands = subcommands()
+    assert {"train", "runs", "summary", "eval", "predict", "experiment", "download"} <= set(commands)
+    for command in ([], *([c] for c in commands)):
         out = subprocess.run([sys.executable, "-m", "alexnet", *command, "--help"], cwd=REPO, capture_output=True,
                              text=True, timeout=60)
-        assert out.returncode == 0 and "usage: python -m alexnet" in out.stdout, out.stderr
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith(" ".join(["usage: python -m alexnet", *command])), out.stdout
+        if not command:
+            assert all(c in out.stdout for c in commands)  # the overview names each
 
 
 def test_summary_prints_layers_and_totals(capsys):
