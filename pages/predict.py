@@ -86,10 +86,11 @@ for column, loaded in zip(st.columns(len(models)), models):
                                                 title=f"top {TOP} of {many} classes" if shown_top else None),
                         width="stretch", key=f"bars_{loaded.key}")
         if true_label is not None:
-            verdict = "right" if p.index == true_label else f"wrong: it is a {p.classes[true_label]}"
-            st.caption(f"True class known ({p.classes[true_label]}): the model is {verdict}.")
+            st.caption(f"The image shows a {p.classes[true_label]}: the model is "
+                       + ("right." if p.index == true_label else "wrong."))
         if p.uncertainty > 0.5 or p.confidence < 0.5:
-            st.warning(f"The model is unsure ({p.confidence:.0%} for {p.label}). If the image shows none of its "
-                       f"{many} classes, no answer would be right.")
+            st.warning(f"The model is unsure ({p.confidence:.0%} for {p.label})."
+                       + ("" if true_label is not None else f" If the image shows none of its {many} classes, no "
+                                                            "answer would be right."))
 
-st.page_link("pages/explain.py", label="Why this answer? Open the Explain page with this image", icon="🔍")
+st.page_link("pages/explain.py", label="Why this answer? Open the Explain page with this image", icon=":material/visibility:")

@@ -64,6 +64,7 @@ def copy_settings(run_name: str, run_config: dict) -> None:
         st.session_state["train.notice"] = ("error", f"Could not read the settings of {run_name}: {err}")
         return
     fill_form(config)
+    st.session_state[key("preset")] = None  # the form no longer holds a preset: its box must not say it does
     st.session_state["train.name"] = ""
     st.session_state["train.form_open"] = True
     st.session_state["train.copied_from"] = run_name
@@ -188,10 +189,14 @@ def draw_form(source: datasets.DatasetSource | str) -> None:
                 "press **Start training** to compare.", icon=":material/content_copy:")
     a, b = st.columns([1, 2], vertical_alignment="bottom")
     a.selectbox("Preset", presets.names(), key=key("preset"), on_change=apply_preset, **PERSIST,
-                format_func=lambda n: presets.PRESETS[n].title,
+                format_func=lambda n: presets.PRESETS[n].title, placeholder="settings of a run",
                 help="Picking a preset fills the form; every field stays yours to change.")
-    preset = presets.get(ss[key("preset")])
-    b.caption(f"{preset.description}  \n*Source: {preset.source}*")
+    if ss[key("preset")] is None:
+        b.caption(f"The settings of **{ss.get('train.copied_from') or 'a run'}**; pick a preset to start from it "
+                  "instead.")
+    else:
+        preset = presets.get(ss[key("preset")])
+        b.caption(f"{preset.description}  \n*Source: {preset.source}*")
 
     st.markdown("**Model**")
     a, b, c, d = st.columns(4)

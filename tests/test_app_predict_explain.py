@@ -149,7 +149,8 @@ def test_the_gallery_shows_test_images_with_their_true_labels(app, demo, mini_da
     assert int(mini_data.test_y[number]) == CIFAR10_CLASSES.index("ship") == chosen.true_label
     expected = predict(demo, mini_data.test_x[number].permute(1, 2, 0).numpy())
     assert metric(app, "Predicted") == [expected.label]
-    assert any("True class known (ship)" in c.value for c in app.caption)
+    verdict = "right" if expected.label == "ship" else "wrong"
+    assert any(c.value == f"The image shows a ship: the model is {verdict}." for c in app.caption)
 
 
 def test_an_uploaded_checkpoint_is_checked_against_the_chosen_variant(app):

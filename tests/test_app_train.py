@@ -140,6 +140,8 @@ def test_new_run_like_this_fills_the_form_with_the_runs_settings(finished_run):
     assert at.selectbox(key="train.norm").value == config["norm"] == "bn"
     assert at.selectbox(key="train.schedule").value == config["schedule"]
     assert at.session_state["train.form_open"] is True
+    assert at.selectbox(key="train.preset").value is None                     # no preset claims these settings
+    assert any("The settings of **tiny-finished**" in c.value for c in at.caption)
     assert any("settings of **tiny-finished**" in i.value for i in at.info)
     at.selectbox(key="train.preset").set_value("paper-2012").run()  # a preset replaces them, and says so
     assert not any("settings of" in i.value for i in at.info)

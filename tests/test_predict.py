@@ -65,6 +65,12 @@ def test_demo_file_is_small_fp16_and_says_what_it_is():
     assert (config["variant"], config["norm"], config["epochs"]) == ("cifar", "bn", int(card_figure(r"(\d+) epochs")))
 
 
+def test_the_pickers_caption_of_the_demo_states_the_cards_accuracy_as_runs_do():
+    stated = float(card_figure(r"test accuracy[^0-9]*([01]\.\d+)"))
+    demo_choice = next(c for c in available_models(None) if c.path == DEMO_WEIGHTS)
+    assert demo_choice.detail.startswith(f"test accuracy {stated:.1%} (678 of 1017 test images"), demo_choice.detail
+
+
 def test_model_card_names_the_command_that_remakes_the_model():
     card = MODEL_CARD.read_text()
     assert "assets/demo/make_demo.sh" in card
