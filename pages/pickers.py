@@ -85,7 +85,8 @@ def decode(digest: str, _data: bytes, name: str) -> Decoded | str:
         img = load_image(_data, name)
     except ImageError as err:
         return str(err)
-    return Decoded(to_cifar_array(img, 32), to_cifar_array(img, DISPLAY_SIZE), *img.size, imagenet.photo_pixels(img))
+    return Decoded(to_cifar_array(img, 32), to_cifar_array(img, DISPLAY_SIZE, sharp_enlargement=True), *img.size,
+                   imagenet.photo_pixels(img))
 
 
 # `_pixels` is `Decoded.pixels(model)`: the image as that model is given it.
@@ -224,8 +225,9 @@ def _imagenet_model(key: str) -> LoadedModel | None:
 def imagenet_download_panel(key: str) -> None:
     """A button that downloads the weights into torch's hub cache in a background process, then its progress."""
     started = f"{key}_imagenet_download"
-    if st.button(f"Download the weights ({imagenet.FILE_MB:.0f} MB) into {imagenet.hub_file().parent}",
-                 key=f"{key}_imagenet_fetch", icon=":material/download:"):
+    if st.button(f"Download the weights ({imagenet.FILE_MB:.0f} MB)", key=f"{key}_imagenet_fetch",
+                 icon=":material/download:", help=f"Into torch's hub cache, {imagenet.hub_file().parent}, where "
+                                                  "torchvision and this app look for them."):
         try:
             imagenet.start_download()
             st.session_state[started] = True

@@ -251,6 +251,17 @@ def test_to_cifar_array_keeps_the_central_square():
     assert np.abs(array.astype(int) - GREEN).max() <= 1
 
 
+def test_a_small_image_enlarged_for_people_keeps_its_pixels_and_the_models_input_does_not_change():
+    rng = np.random.default_rng(0)
+    tiny = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)             # a CIFAR-10 test image
+    shown = to_cifar_array(Image.fromarray(tiny), size=224, sharp_enlargement=True)
+    assert np.array_equal(shown, tiny.repeat(7, axis=0).repeat(7, axis=1))  # 7x7 blocks of each pixel
+    assert not np.array_equal(to_cifar_array(Image.fromarray(tiny), size=224), shown)  # Lanczos blurs it
+    assert np.array_equal(to_cifar_array(Image.fromarray(tiny), 32, sharp_enlargement=True), tiny)
+    photo = Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))  # larger: shrunk as before
+    assert np.array_equal(to_cifar_array(photo, 224, sharp_enlargement=True), to_cifar_array(photo, 224))
+
+
 def test_to_cifar_array_wants_rgb():
     with pytest.raises(ValueError, match="RGB"):
         to_cifar_array(Image.new("L", (4, 4)))

@@ -10,6 +10,8 @@ def test_every_page_opens_in_chromium_with_the_sidebar(app_server, page):
     links = page.locator("[data-testid=stSidebarNavLink]")
     names = [links.nth(i).inner_text().strip() for i in range(links.count())]
     assert len(names) == 5, names
+    icon = page.locator("link[rel~=icon]").first.get_attribute("href")
+    assert icon and "gstatic" not in icon and "googleapis" not in icon, icon  # served by the app: works offline
     sidebar = page.locator("[data-testid=stSidebar]")
     for i, name in enumerate(names):
         page.locator("[data-testid=stSidebarNavLink]").nth(i).click()
