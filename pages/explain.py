@@ -8,6 +8,8 @@ from alexnet.models import CIFAR10_CLASSES
 from alexnet.predict import class_names, image_size
 from pages import pickers
 
+PREDICTED = "the predicted class"
+
 st.title("Explain")
 st.caption("Why did the network answer what it did? Grad-CAM shows which regions raised the chosen class's score; "
            "feature maps show what each channel of a layer responds to in this image; filters show the weights "
@@ -63,15 +65,17 @@ def attribution_panel() -> None:
                            help="Grad-CAM weighs this layer's rectified feature maps by the class score's mean "
                                 "gradient. The last conv layer (the default) is the usual choice: coarse but "
                                 "most about the class.")
-    options = ["predicted", *prediction.classes]
     many = len(prediction.classes)
-    # A selectbox is searchable: type a few letters of any of ImageNet's 1000 names.
-    wanted = middle.selectbox("Class to explain" + (f" (type to search {many} names)" if many > 10 else ""), options,
-                              key="cam_target" if many == 10 else f"cam_target_{many}",
-                              format_func=lambda o: f"the predicted class ({prediction.label})"
-                              if o == "predicted" else o)
+    # A selectbox is searchable: type a few letters of any of ImageNet's 1000 names. Every option's label is
+    # the same for every image: the browser keeps the label an option had when it was picked, so one naming
+    # this image's prediction would go stale on the next image. The prediction's name goes in the caption.
+    wanted = middle.selectbox("Class to explain" + (f" (type to search {many} names)" if many > 10 else ""),
+                              [PREDICTED, *prediction.classes],
+                              key="cam_target" if many == 10 else f"cam_target_{many}")
+    if wanted == PREDICTED:
+        middle.caption(f"For this image: {prediction.label}")
     opacity = right.slider("Map opacity", 0.0, 1.0, 0.5, 0.05, key="cam_opacity")
-    target = prediction.index if wanted == "predicted" else prediction.classes.index(wanted)
+    target = prediction.index if wanted == PREDICTED else prediction.classes.index(wanted)
     name = prediction.classes[target]
 
     args = (image.digest, loaded.key)

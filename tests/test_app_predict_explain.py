@@ -240,6 +240,44 @@ def test_explain_without_a_predict_image_uses_the_examples_and_reports_bad_uploa
     assert any("fake.jpg" in e.value for e in at.error)
 
 
+def test_explain_class_options_do_not_depend_on_the_image(runs_dir, mini_dir, monkeypatch, demo, mini_data):
+    """The browser keeps an option's label from when it was picked: labels naming the prediction went stale."""
+    monkeypatch.setenv("ALEXNET_DATA", str(mini_dir))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.switch_page("pages/explain.py").run()
+    expected = {"chelsea.png": predict(demo, load_image(EXAMPLES_DIR / "chelsea.png")).label,
+                "#0": predict(demo, mini_data.test_x[0].permute(1, 2, 0).numpy()).label,
+                "astronaut.jpg": predict(demo, load_image(EXAMPLES_DIR / "astronaut.jpg")).label}
+    assert len(set(expected.values())) == 3
+
+    def show(image: str) -> None:
+        if image == "#0":
+            at.radio(key="explain_source").set_value("Test-set gallery").run()
+        else:
+            at.radio(key="explain_source").set_value("Examples").run()
+            at.selectbox(key="explain_example").set_value(image).run()
+        assert not at.exception, at.exception
+
+    def headings() -> list[str]:
+        return [m.value for m in at.markdown if m.value.startswith("**")]
+
+    for image, label in expected.items():
+        show(image)
+        assert metric(at, "Predicted") == [label]
+        box = at.selectbox(key="cam_target")
+        assert box.value == "the predicted class"
+        assert list(box.proto.options) == ["the predicted class", *CIFAR10_CLASSES]     # what the browser gets
+        assert any(c.value == f"For this image: {label}" for c in at.caption)
+        assert headings()[:3] == [f"**Grad-CAM** (conv5, class {label})", f"**Guided Grad-CAM** (conv5, class {label})",
+                              f"**Integrated Gradients** (class {label})"]
+
+    at.selectbox(key="cam_target").select("truck").run()                 # an explicit class stays for the next image
+    show("chelsea.png")
+    assert at.selectbox(key="cam_target").value == "truck"
+    assert not any(c.value.startswith("For this image") for c in at.caption)
+    assert headings()[0] == "**Grad-CAM** (conv5, class truck)"
+
+
 def test_the_camera_source_waits_for_a_photo_without_error(app):
     app.radio(key="predict_source").set_value("Camera").run()
     assert not app.exception and not app.error
