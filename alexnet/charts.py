@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-__all__ = ["PALETTE", "run_color", "smooth", "Series", "curve_series", "curves_figure"]
+__all__ = ["PALETTE", "run_color", "smooth", "Series", "curve_series", "curves_figure", "legend_below"]
 
 # Distinct, readable on white: Plotly's ten, then D3's and Dark24's further hues.
 PALETTE: tuple[str, ...] = tuple(dict.fromkeys(qualitative.Plotly + qualitative.D3 + qualitative.Dark24))
@@ -90,47 +90,64 @@ def _trace_name(run: str, kind: str, single: bool, per: str) -> str:
     return label if single else f"{run} · {label}"
 
 
+def legend_below(**extra) -> dict:
+    """A horizontal legend at the foot of the figure, under the x axis and its title: on a narrow screen it wraps
+    onto more rows and lifts the plot, instead of covering the title or taking the plot's width."""
+    return dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0, xanchor="left", **extra)
+
+
 def curves_figure(runs: Mapping[str, Sequence[dict]] | Iterable[tuple[str, Sequence[dict]]], metric: str = "loss",
                   x: str = "epoch", smoothing: float = 0.0, log_y: bool = False, per: str = "step",
-                  title: str | None = None, height: int = 380, colors: Mapping[str, str] | None = None) -> go.Figure:
+                  title: str | None = None, height: int = 380, colors: Mapping[str, str] | None = None,
+                  legend: str = "traces") -> go.Figure:
     """Loss or accuracy curves of several runs, from their events (e.g. `{run.name: run.metrics}`).
 
     metric: "loss" | "acc"; x: "epoch" | "step" | "time" (training seconds, resumes included);
     smoothing: 0..0.99, debiased EMA on every curve, the raw curve faint behind; per: the
     training curve from every logged step or from the epoch means. Validation is per epoch.
     colors: a run's colour where given (e.g. `distinct_colors`), else `run_color`.
+    legend: "traces", an entry per curve; "runs", one entry per run of several (a click on it hides all its
+    curves; say in a caption that training is dashed, validation solid and the test a star).
+    The legend is horizontal, under the plot.
     """
+    if legend not in ("traces", "runs"):
+        raise ValueError(f"legend must be 'traces' or 'runs', got {legend!r}")
     items = list(runs.items() if isinstance(runs, Mapping) else runs)
     single = len(items) == 1
+    by_run = legend == "runs" and not single
     fig = go.Figure()
     value_format = ".1%" if metric == "acc" else ".4f"
     for run, events in items:
         color = (colors or {}).get(run) or run_color(run)
-        for s in curve_series(events, metric, x, per):
+        group = None if single else run  # one run: its three entries side by side, not stacked as a group
+        series = curve_series(events, metric, x, per)
+        if by_run and series:  # the run's one legend entry, standing for all its curves
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=run, legendgroup=run,
+                                     line=dict(color=color, width=3), hoverinfo="skip"))
+        for s in series:
             name = _trace_name(run, s.kind, single, per)
             hover = (f"<b>{run}</b><br>{s.kind}<br>{X_AXES[x]} %{{x:.2f}}<br>{METRICS[metric]} "
                      f"%{{y:{value_format}}}<extra></extra>")
             if s.kind == "test":
-                fig.add_trace(go.Scatter(x=s.x, y=s.y, name=name, legendgroup=run, mode="markers",
+                fig.add_trace(go.Scatter(x=s.x, y=s.y, name=name, legendgroup=group, mode="markers",
                                          marker=dict(color=color, symbol="star", size=13,
                                                      line=dict(color="white", width=1)),
-                                         hovertemplate=hover))
+                                         hovertemplate=hover, showlegend=not by_run))
                 continue
             dash = "dash" if s.kind == "train" else "solid"
             markers = s.kind == "validation" or per == "epoch"
             mode = "lines+markers" if markers else "lines"
             y = s.y
             if smoothing > 0 and len(s.y) > 1:
-                fig.add_trace(go.Scatter(x=s.x, y=s.y, mode=mode, legendgroup=run, showlegend=False,
+                fig.add_trace(go.Scatter(x=s.x, y=s.y, mode=mode, legendgroup=group, showlegend=False,
                                          opacity=0.25, line=dict(color=color, dash=dash, width=1),
                                          marker=dict(size=4), hoverinfo="skip", name=f"{name} (raw)"))
                 y = smooth(s.y, smoothing)
-            fig.add_trace(go.Scatter(x=s.x, y=y, name=name, legendgroup=run, mode=mode,
+            fig.add_trace(go.Scatter(x=s.x, y=y, name=name, legendgroup=group, mode=mode,
                                      line=dict(color=color, dash=dash, width=2), marker=dict(size=6),
-                                     hovertemplate=hover))
+                                     hovertemplate=hover, showlegend=not by_run))
     fig.update_layout(
-        title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
-        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0),
+        title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10), legend=legend_below(),
         xaxis_title=X_AXES[x], yaxis_title=METRICS[metric] + (" (smoothed)" if smoothing > 0 else ""),
         hovermode="closest", template="plotly_white")
     if log_y:
@@ -147,7 +164,7 @@ def curves_figure(runs: Mapping[str, Sequence[dict]] | Iterable[tuple[str, Seque
 import numpy as np  # noqa: E402  (this section's own imports, kept beside it)
 
 __all__ += ["probability_bars", "image_figure", "overlay_figure", "signed_rgb", "mosaic_figure",
-            "feature_maps_figure"]
+            "feature_maps_figure", "fit_height", "MOSAIC_WIDTH"]
 
 _TOP_COLOR, _OTHER_COLOR, _TRUE_COLOR = "#1f77b4", "#c7d4e3", "#2ca02c"
 
@@ -203,9 +220,9 @@ def overlay_figure(rgb: np.ndarray, heat: np.ndarray, opacity: float = 0.5, titl
     peak = peak or 1.0
     scale = dict(colorscale="RdBu_r", zmin=-peak, zmax=peak) if diverging else \
         dict(colorscale="Jet", zmin=0, zmax=peak)
-    fig.add_trace(go.Heatmap(z=heat, opacity=opacity, **scale,
+    fig.add_trace(go.Heatmap(z=heat, opacity=opacity, **scale,  # ticks 0.0001 .. 0.0003 or 1e-6, never 100µ
                              colorbar=dict(title=dict(text=colorbar, side="right"), orientation="h", thickness=10,
-                                           y=-0.02, yanchor="top", len=0.9),
+                                           y=-0.02, yanchor="top", len=0.9, tickformat=".2~g", nticks=5),
                              hovertemplate="x %{x}, y %{y}<br>%{z:.3g}<extra></extra>"))
     return _picture_layout(fig, title, height)
 
@@ -216,22 +233,38 @@ def signed_rgb(values: np.ndarray) -> np.ndarray:
     return np.clip((0.5 + values / (2 * peak)) * 255, 0, 255).round().astype(np.uint8)
 
 
-def mosaic_figure(mosaic: np.ndarray, title: str | None = None, diverging: bool = True, height: int = 420,
+MOSAIC_WIDTH = 520  # px: between a phone's plot width (~370) and a wide page's (~1000), nearer the phone
+
+
+def fit_height(rows: int, columns: int, extra: int = 0, low: int = 100, high: int = 900) -> int:
+    """The figure height (px) at which a picture of rows x columns square pixels is MOSAIC_WIDTH px wide, plus
+    `extra` (a title, a colour bar), within [low, high]: the height follows the picture's aspect ratio, so a
+    wide mosaic gets a low figure, without the blank bands a fixed height leaves above and below it."""
+    return int(min(high, max(low, round(MOSAIC_WIDTH * rows / max(columns, 1)) + extra)))
+
+
+_BAR_BELOW = dict(orientation="h", thickness=10, y=0, yref="container", yanchor="bottom", len=0.6, x=0.5,
+                  xanchor="center")  # a colour bar under a picture leaves it the whole width
+
+
+def mosaic_figure(mosaic: np.ndarray, title: str | None = None, diverging: bool = True, height: int | None = None,
                   hover: str = "value") -> go.Figure:
     """A tiled grid from `explain.tile`: RGB (values in [0, 1], NaN gaps white) or one value per pixel.
 
-    One-channel mosaics use a red-blue scale centred on zero (kernels) or viridis (activations).
+    One-channel mosaics use a red-blue scale centred on zero (kernels) or viridis (activations), its colour
+    bar under the grid. Height: `fit_height` of the mosaic unless given.
     """
+    extra = 30 if title else 0
     if mosaic.ndim == 3:
         rgb = np.where(np.isnan(mosaic), 1.0, mosaic)
         fig = go.Figure(go.Image(z=(np.clip(rgb, 0, 1) * 255).round().astype(np.uint8), hoverinfo="skip"))
-        return _picture_layout(fig, title, height)
+        return _picture_layout(fig, title, height or fit_height(*mosaic.shape[:2], extra=extra))
     finite = mosaic[np.isfinite(mosaic)]
     peak = float(np.abs(finite).max()) if finite.size else 1.0
     scale = dict(colorscale="RdBu_r", zmid=0, zmin=-peak, zmax=peak) if diverging else dict(colorscale="Viridis")
     fig = go.Figure(go.Heatmap(z=mosaic, hovertemplate=f"{hover} %{{z:.3g}}<extra></extra>",
-                               colorbar=dict(thickness=12), **scale))
-    return _picture_layout(fig, title, height)
+                               colorbar=dict(_BAR_BELOW, tickformat=".2~g"), **scale))
+    return _picture_layout(fig, title, height or fit_height(*mosaic.shape, extra=extra + 45))
 
 
 def feature_maps_figure(maps: np.ndarray, channels: Sequence[int], columns: int = 8, per_map_scale: bool = False,
@@ -239,7 +272,8 @@ def feature_maps_figure(maps: np.ndarray, channels: Sequence[int], columns: int 
     """Feature maps (C x H x W, in the order given) as one grid; hover names each pixel's channel.
 
     One colour scale for all maps by default, so weak channels look weak; `per_map_scale`
-    stretches each to its own maximum to show the shape of weak ones.
+    stretches each to its own maximum to show the shape of weak ones. The colour bar lies under the grid;
+    height: `fit_height` of the grid unless given.
     """
     count, h, w = maps.shape
     columns = max(1, min(columns, count))
@@ -251,21 +285,23 @@ def feature_maps_figure(maps: np.ndarray, channels: Sequence[int], columns: int 
         r, c = divmod(i, columns)
         grid[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = values[i]
         labels[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = channels[i]
-    fig = go.Figure(go.Heatmap(z=grid, customdata=labels, colorscale="Viridis", zmin=0,
-                               colorbar=dict(thickness=12, title="of max" if per_map_scale else "activation"),
+    bar = dict(_BAR_BELOW, title=dict(text="of max" if per_map_scale else "activation", side="right"),
+               tickformat=".2~g")
+    fig = go.Figure(go.Heatmap(z=grid, customdata=labels, colorscale="Viridis", zmin=0, colorbar=bar,
                                hovertemplate="channel %{customdata}<br>%{z:.3g}<extra></extra>"))
-    return _picture_layout(fig, title, height or max(220, int(110 * rows * max(h / w, 0.5))))
+    return _picture_layout(fig, title, height or fit_height(*grid.shape, extra=(30 if title else 0) + 45))
 
 
 # ---- Comparing runs and the architecture diagram (Compare and Home pages) ----
 import colorsys  # noqa: E402  (this section's own imports, kept beside it)
+import textwrap  # noqa: E402
 
 from plotly.subplots import make_subplots  # noqa: E402
 
 from .compare import mean_band  # noqa: E402
 
 __all__ += ["confusion_figure", "per_class_figure", "seed_band_figure", "architecture_figure", "layer_labels",
-            "png_config", "NORM_COLORS", "distinct_colors", "replication_figure"]
+            "png_config", "NORM_COLORS", "distinct_colors", "replication_figure", "SHORT_CLASS_NAMES"]
 
 
 def png_config(filename: str, scale: int = 2) -> dict:
@@ -300,38 +336,51 @@ def distinct_colors(names: Sequence[str]) -> dict[str, str]:
     return taken
 
 
+SHORT_CLASS_NAMES = {"airplane": "plane", "automobile": "auto"}  # CIFAR-10's two long names, for narrow axes
+
+
 def confusion_figure(matrix: Sequence[Sequence[int]], classes: Sequence[str], title: str | None = None,
-                     height: int = 420) -> go.Figure:
+                     height: int | None = None) -> go.Figure:
     """A confusion matrix as row shares (each true class sums to 100%) on a fixed 0-100% scale, counts on hover.
 
-    Fixed scale, so two runs' matrices side by side can be compared by eye.
+    Fixed scale, so two runs' matrices side by side can be compared by eye. Cells are written at 11 px (empty
+    below 0.5%); the classes are named upright and short ("plane", "auto"; hover gives full names),
+    and the colour bar lies under the matrix, so a half-width column still gives the cells room.
+    Height: about 40 px a class unless given.
     """
     counts = np.asarray(matrix, dtype=float)
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     text = [[f"{v:.0%}" if v >= 0.005 else "" for v in row] for row in shares]
+    names = list(classes)
     fig = go.Figure(go.Heatmap(
-        z=shares, x=list(classes), y=list(classes), zmin=0, zmax=1, colorscale="Blues", text=text,
-        texttemplate="%{text}", textfont=dict(size=10), customdata=counts.astype(int),
-        colorbar=dict(thickness=10, tickformat=".0%"),
+        z=shares, x=names, y=names, zmin=0, zmax=1, colorscale="Blues", text=text,
+        texttemplate="%{text}", textfont=dict(size=11), customdata=counts.astype(int),
+        colorbar=dict(thickness=10, tickformat=".0%", orientation="h", y=0, yref="container", yanchor="bottom",
+                      len=0.6, x=0.5, xanchor="center"),
         hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata} images (%{z:.1%} of the %{y}s)<extra></extra>"))
-    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+    fig.update_layout(title=title, height=height or 130 + 36 * len(names),
+                      margin=dict(l=10, r=10, t=40 if title else 10, b=10),
                       template="plotly_white", xaxis_title="predicted", yaxis_title="true")
-    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(tickvals=names, ticktext=[SHORT_CLASS_NAMES.get(n, n) for n in names], tickangle=0,
+                     tickfont=dict(size=11), automargin=True)
+    fig.update_yaxes(tickvals=names, ticktext=[SHORT_CLASS_NAMES.get(n, n) for n in names], autorange="reversed",
+                     tickfont=dict(size=11), automargin=True)
     return fig
 
 
 def per_class_figure(per_class: Mapping[str, Sequence[float]], classes: Sequence[str], title: str | None = None,
                      height: int = 360, colors: Mapping[str, str] | None = None) -> go.Figure:
-    """Per-class test accuracy of several runs as grouped bars, each run in its own colour."""
+    """Per-class test accuracy of several runs as grouped bars, each run in its own colour; the legend under the
+    plot, clear of the title; classes named short ("plane", "auto"), hover gives the full name."""
     fig = go.Figure()
     for run, values in per_class.items():
         color = (colors or {}).get(run) or run_color(run)
         fig.add_trace(go.Bar(x=list(classes), y=list(values), name=run, marker_color=color,
                              hovertemplate=f"<b>{run}</b><br>%{{x}}: %{{y:.1%}}<extra></extra>"))
+    fig.update_xaxes(tickvals=list(classes), ticktext=[SHORT_CLASS_NAMES.get(c, c) for c in classes])
     fig.update_layout(title=title, height=height, barmode="group", template="plotly_white",
-                      margin=dict(l=10, r=10, t=40 if title else 10, b=10), yaxis=dict(range=[0, 1], tickformat=".0%",
-                                                                                       title="test accuracy"),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
+                      margin=dict(l=10, r=10, t=40 if title else 10, b=10), legend=legend_below(),
+                      yaxis=dict(range=[0, 1], tickformat=".0%", title="test accuracy"))
     return fig
 
 
@@ -383,7 +432,7 @@ def seed_band_figure(groups: Sequence[tuple[str, Mapping[str, Sequence[dict]]]],
                            f"{value_format}}}<br>%{{customdata[1]}} run(s)<extra></extra>")))
     fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
                       template="plotly_white", xaxis_title="epoch", yaxis_title=f"validation {METRICS[metric]}",
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0), hovermode="closest")
+                      legend=legend_below(), hovermode="closest")
     if metric == "acc":
         fig.update_yaxes(tickformat=".1%")
     if not fig.data:
@@ -429,7 +478,12 @@ def layer_labels(rows: Sequence) -> list[str]:
 
 def architecture_figure(rows: Sequence, title: str | None = None, height: int = 560) -> go.Figure:
     """One block per layer (rows of `models.summary`): block height grows with the output's size, the shape
-    written on it; below, each layer's parameters and multiply-adds per image on a log scale.
+    written on it where it fits; below, each layer's parameters and multiply-adds per image on a log scale.
+
+    Made to narrow gracefully: the legend lies under the plot and wraps, a block's shape is written only
+    where it fits at a legible size (else hover gives it), the x axis names the wide blocks (convolutions,
+    norms, pools, fully connected; upright where they fit, else vertical), and the legend the colours of the
+    thin ones it does not name (ReLU, dropout, flatten).
     """
     labels = layer_labels(rows)
     x = list(range(len(rows)))
@@ -443,43 +497,65 @@ def architecture_figure(rows: Sequence, title: str | None = None, height: int = 
         x=x, y=heights, base=[-h / 2 for h in heights], width=[0.35 if r.kind in _THIN else 0.85 for r in rows],
         marker_color=[_KIND_COLORS.get(r.kind, "#17becf") for r in rows], hovertext=hover, hoverinfo="text",
         text=[s if r.kind not in _THIN else "" for s, r in zip(shapes, rows)], textposition="inside",
-        textangle=-90, insidetextanchor="middle", textfont=dict(color="white", size=11), showlegend=False,
+        textangle=-90, insidetextanchor="middle", textfont=dict(color="white", size=12), showlegend=False,
         name="layers"), row=1, col=1)
     params = [r.parameters or None for r in rows]
     macs = [r.mult_adds or None for r in rows]
+    # The bars below carry a blank text: plotly.js forgets the blocks' `uniformtext` sizes when a later subplot's
+    # bars have no text at all, and then shrinks the shapes that do not fit instead of hiding them.
     fig.add_trace(go.Bar(x=x, y=params, name="parameters", marker_color="#636efa", hovertext=hover,
-                         hoverinfo="text"), row=2, col=1)
-    fig.add_trace(go.Bar(x=x, y=macs, name="multiply-adds per image", marker_color="#ef553b", hovertext=hover,
-                         hoverinfo="text"), row=2, col=1)
-    kinds = dict.fromkeys(r.kind for r in rows)
-    for kind in kinds:  # a legend of the block colours
+                         hoverinfo="text", text=" ", textposition="inside"), row=2, col=1)
+    fig.add_trace(go.Bar(x=x, y=macs, name="multiply-adds", marker_color="#ef553b", hovertext=hover,
+                         hoverinfo="text", text=" ", textposition="inside"), row=2, col=1)
+    kinds = dict.fromkeys(r.kind for r in rows if r.kind in _THIN)
+    for kind in kinds:  # the colours of the thin blocks the x axis does not name (hover does)
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=_KIND_NAMES.get(kind, kind),
                                  marker=dict(symbol="square", size=12, color=_KIND_COLORS.get(kind, "#17becf"))),
                       row=1, col=1)
-    fig.update_layout(title=dict(text=title, y=0.99, yanchor="top"), height=height, template="plotly_white",
-                      barmode="group", bargap=0.15, margin=dict(l=10, r=10, t=90, b=10),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0, traceorder="normal"))
+    fig.update_layout(title=dict(text=title, x=0, xanchor="left"), height=height, template="plotly_white",
+                      barmode="group", bargap=0.15, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+                      legend=legend_below(traceorder="normal"),
+                      uniformtext=dict(minsize=10, mode="hide"))  # a shape that fits only smaller is hidden
     fig.update_yaxes(visible=False, row=1, col=1)
     fig.update_yaxes(type="log", title="count (log)", row=2, col=1)
-    fig.update_xaxes(tickvals=x, ticktext=labels, tickangle=-45, row=2, col=1)
+    named = [i for i, r in enumerate(rows) if r.kind not in _THIN]  # ReLU, dropout, flatten: hover names them
+    fig.update_xaxes(tickvals=named, ticktext=[labels[i] for i in named],
+                     autotickangles=[0, 90], tickfont=dict(size=11), automargin=True, row=2, col=1)
     return fig
 
 
 def replication_figure(rows: Sequence[Mapping], height: int | None = None) -> go.Figure:
     """Accuracies of `history.replication_rows` as horizontal bars: published figures grey, this project's runs
-    in their norm's colour, hatched where measured on a subset or sample (not the full CIFAR-10)."""
+    in their norm's colour, hatched where measured on a subset or sample (not the full CIFAR-10).
+
+    Each bar's source, and what it was measured on and with, are written above the bar inside the plot (12 and
+    11 px, wrapped), not as axis labels, so on a phone the bars keep the whole width. The y axis counts about a
+    pixel a unit, each row as tall as its lines of text and its bar need.
+    """
     rows = [r for r in rows if r.get("accuracy") is not None]
-    labels = [f"{r['source']}<br><sup>{r['measured on']} · {r['hardware']}</sup>" for r in rows]
     own = [r["source"].startswith("this project") for r in rows]
     colors = [NORM_COLORS.get(r["norm"], "#7f7f7f") if mine else "#b0b0b0" for r, mine in zip(rows, own)]
     hatch = ["/" if not r.get("full CIFAR-10", True) else "" for r in rows]
-    fig = go.Figure(go.Bar(
-        x=[r["accuracy"] for r in rows], y=labels, orientation="h", marker=dict(color=colors, pattern_shape=hatch),
-        text=[f"{r['accuracy']:.1%}" for r in rows], textposition="outside", cliponaxis=False,
-        customdata=[[r["as reported"], r["network and recipe"]] for r in rows],
-        hovertemplate="%{y}<br>%{customdata[1]}<br><b>%{customdata[0]}</b><extra></extra>"))
-    fig.update_layout(height=height or 90 + 52 * len(rows), template="plotly_white", showlegend=False,
+    bar, gap = 24, 14
+    centres, top = [], 4.0
+    fig = go.Figure()
+    for r in rows:
+        hardware = str(r["hardware"]).replace(" ", "\u00a0")  # wrapped as one word ("2x Tesla T4")
+        detail = textwrap.wrap(f"{r['measured on']} · {hardware}", 58)
+        text_height = 17 + 15 * len(detail)
+        fig.add_annotation(x=0, xref="paper", xanchor="left", y=top + text_height, yanchor="bottom",
+                           showarrow=False, align="left", font=dict(size=12, color="#31333f"),
+                           text=f"{r['source']}<br><span style='font-size:11px;color:#666'>{'<br>'.join(detail)}</span>")
+        centres.append(top + text_height + 2 + bar / 2)
+        top += text_height + 2 + bar + gap
+    fig.add_trace(go.Bar(
+        x=[r["accuracy"] for r in rows], y=centres, orientation="h", width=bar,
+        marker=dict(color=colors, pattern_shape=hatch), text=[f"{r['accuracy']:.1%}" for r in rows],
+        textposition="outside", textfont=dict(size=12), cliponaxis=False,
+        customdata=[[r["source"], r["as reported"], r["network and recipe"]] for r in rows],
+        hovertemplate="<b>%{customdata[0]}</b><br>%{customdata[2]}<br><b>%{customdata[1]}</b><extra></extra>"))
+    fig.update_layout(height=height or int(top) + 75, template="plotly_white", showlegend=False,
                       margin=dict(l=10, r=50, t=10, b=10), xaxis=dict(range=[0, 1], tickformat=".0%",
                                                                       title="CIFAR-10 accuracy"))
-    fig.update_yaxes(autorange="reversed")
+    fig.update_yaxes(range=[top, 0], showticklabels=False, showgrid=False, zeroline=False, fixedrange=True)
     return fig
