@@ -111,15 +111,19 @@ def _percent(fraction: float | None) -> float | None:
 
 
 def summary_rows(summaries: Iterable[RunSummary], target: float) -> list[dict[str, Any]]:
-    """The table's rows (the page's table and the CSV alike), accuracies in percent as the column names say."""
+    """The table's rows (the page's table and the CSV alike), accuracies in percent as the column names say.
+
+    Columns in reading order, what most comparisons look at first: the run, its accuracies and how fast it
+    reached the target, its speed, then what it is (variant, norm, recipe) and where it ran.
+    """
     reach = f"epochs to {100 * target:g}% val"
     return [{
-        "run": s.run, "state": s.state, "variant": s.variant, "norm": s.norm, "optimizer": s.optimizer,
-        "schedule": s.schedule, "peak lr": s.lr, "seed": s.seed, "parameters": s.parameters,
+        "run": s.run, "test acc (%)": _percent(s.test_acc), "best val acc (%)": _percent(s.best_val_acc),
+        reach: s.epochs_to_target, "best epoch": s.best_epoch,
         "epochs": f"{s.epochs_done} / {s.epochs if s.epochs is not None else '?'}",
-        "best val acc (%)": _percent(s.best_val_acc), "best epoch": s.best_epoch, "test acc (%)": _percent(s.test_acc),
-        "s / epoch": s.seconds_per_epoch, "images / s": s.images_per_s, reach: s.epochs_to_target,
-        "dataset": s.dataset, "device": s.device,
+        "s / epoch": s.seconds_per_epoch, "images / s": s.images_per_s,
+        "state": s.state, "variant": s.variant, "norm": s.norm, "optimizer": s.optimizer, "schedule": s.schedule,
+        "peak lr": s.lr, "seed": s.seed, "parameters": s.parameters, "dataset": s.dataset, "device": s.device,
     } for s in summaries]
 
 

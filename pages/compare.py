@@ -57,13 +57,14 @@ def draw_curves(chosen: list[run_records.Run], colors: dict[str, str]) -> None:
     x, per, smoothing, log_y = curve_controls()
     events = {r.name: r.metrics for r in chosen}
     revision = "|".join(sorted(events))
-    for metric in ("loss", "acc"):  # full width, legend beside: three traces a run make a long legend
-        fig = charts.curves_figure(events, metric, x, smoothing, log_y, per, height=360, colors=colors)
-        fig.update_layout(uirevision=revision, legend=dict(orientation="v", x=1.01, xanchor="left", y=1,
-                                                           yanchor="top"))
+    for metric in ("loss", "acc"):  # full width; one legend entry a run, under the plot, so it keeps its width
+        fig = charts.curves_figure(events, metric, x, smoothing, log_y, per, height=380, colors=colors,
+                                   legend="runs")
+        fig.update_layout(uirevision=revision)
         st.plotly_chart(fig, key=f"compare.chart.{metric}", config=charts.png_config(f"compare-{metric}"))
     st.caption("Training dashed, validation solid, ★ the test accuracy at the end. Each run keeps its colour on "
-               "every chart and page. The camera icon of a chart saves it as PNG.")
+               "every chart and page; click a run in the legend to hide its curves. The camera icon of a chart "
+               "saves it as PNG.")
     groups = compare.group_by_seed(chosen)
     if any(len(g.runs) > 1 for g in groups):
         if st.toggle("Group runs that differ only by seed (mean and spread)", key="compare.group",
@@ -79,22 +80,46 @@ def draw_curves(chosen: list[run_records.Run], colors: dict[str, str]) -> None:
                        "says how many runs a band holds.")
 
 
+def summary_columns(target: float) -> dict:
+    """The summary table's column labels and help: short headers (the CSV keeps the full names), the run pinned
+    while the rest scrolls sideways."""
+    column = st.column_config
+    return {
+        "run": column.TextColumn(pinned=True),
+        "test acc (%)": column.NumberColumn("test %", format="%.2f",
+                                            help="Test accuracy (%), measured once when the run finished."),
+        "best val acc (%)": column.NumberColumn("best val %", format="%.2f",
+                                                help="Best validation accuracy (%) over the epochs."),
+        f"epochs to {100 * target:g}% val": column.NumberColumn(
+            f"epochs to {100 * target:g}%", help=f"The first epoch whose validation accuracy reached "
+                                                 f"{100 * target:g}% (the target above); empty: not reached."),
+        "best epoch": column.NumberColumn(help="The epoch of the best validation accuracy."),
+        "epochs": column.TextColumn(help="Epochs done / planned."),
+        "s / epoch": column.NumberColumn("s/epoch", format="%.1f", help="Training seconds per epoch."),
+        "images / s": column.NumberColumn("img/s", format="%.0f", help="Training images per second."),
+        "peak lr": column.NumberColumn(format="%g"),
+        "parameters": column.NumberColumn(format="localized"),
+    }
+
+
 def draw_table(chosen: list[run_records.Run]) -> list[dict]:
     a, _ = st.columns([1, 3])
-    target = a.number_input("Epochs to reach this validation accuracy (%)", 1.0, 100.0, 50.0, step=5.0,
-                            key="compare.target", persist_state="session") / 100
+    target = a.number_input("Target validation accuracy (%)", 1.0, 100.0, 50.0, step=5.0, key="compare.target",
+                            persist_state="session",
+                            help="The table's 'epochs to' column: the first epoch that reached it.") / 100
     rows = compare.summary_rows([compare.summarize_run(r, target) for r in chosen], target)
-    st.container(key="compare.summary").dataframe(rows, hide_index=True, column_config={
-        "best val acc (%)": st.column_config.NumberColumn(format="%.2f"),
-        "test acc (%)": st.column_config.NumberColumn(format="%.2f", help="Measured once, when the run finished."),
-        "parameters": st.column_config.NumberColumn(format="localized"),
-        "s / epoch": st.column_config.NumberColumn(format="%.1f", help="Training seconds per epoch."),
-        "images / s": st.column_config.NumberColumn(format="%.0f", help="Training images per second."),
-    })
+    st.container(key="compare.summary").dataframe(rows, hide_index=True, column_config=summary_columns(target),
+                                                  placeholder="–")
     return rows
 
 
 def draw_config_diff(chosen: list[run_records.Run]) -> None:
+    if len(chosen) == 1:  # nothing to set it against: its own config, and how to get a comparison
+        run = chosen[0]
+        st.markdown(f"**Config of {run.name}**: pick a second run above to see which keys differ.")
+        with st.expander(f"Its {len(run.config)} config keys"):
+            st.dataframe([{"key": k, "value": str(v)} for k, v in run.config.items()], hide_index=True)
+        return
     differ, shared = compare.differing_keys({r.name: r.config for r in chosen})
     if differ:
         st.markdown(f"**Config keys that differ** ({len(differ)})")
@@ -156,7 +181,7 @@ def draw_gallery(title: str, indices: list[int], data: datasets.Cifar10, a: run_
     pa, pb = a.result["predictions"], b.result["predictions"]
     shown = indices[:GALLERY]
     labels = data.test_y.tolist()
-    st.image([enlarge(data.test_x[i].permute(1, 2, 0).numpy()) for i in shown], width=96,
+    st.image([enlarge(data.test_x[i].permute(1, 2, 0).numpy()) for i in shown], width=96, output_format="PNG",
              caption=[f"#{i} {data.classes[labels[i]]} · A: {data.classes[pa[i]]} · B: {data.classes[pb[i]]}"
                       for i in shown])
     if len(indices) > GALLERY:
@@ -182,8 +207,7 @@ def draw_side_by_side(chosen: list[run_records.Run]) -> None:
     a, b = (done[names.index(n)] for n in (a_name, b_name))
     for column, run in ((left, a), (right, b)):
         column.plotly_chart(charts.confusion_figure(run.result["confusion_matrix"], run.result["classes"],
-                                                    title=f"{run.name}: {run.result['test_accuracy']:.1%} test",
-                                                    height=440),
+                                                    title=f"{run.name}: {run.result['test_accuracy']:.1%} test"),
                             key=f"compare.confusion.{'a' if run is a else 'b'}",
                             config=charts.png_config(f"confusion-{run.name}"))
     st.caption("Rows: the true class, each summing to 100%; hover for the counts. Same colour scale for both.")

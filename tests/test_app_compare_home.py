@@ -174,9 +174,31 @@ def test_compare_shows_curves_table_and_differing_keys(with_runs):
         names = {t["name"] for t in figures[title]["data"]}
         for run in runs.values():
             assert f"{run.name} · validation" in names and f"{run.name} · test" in names
+        # The legend: one entry a run, horizontal, under the plot (beside it, it left a phone ~110 px of plot).
+        legend = figures[title]["layout"]["legend"]
+        assert (legend["orientation"], legend["yref"], legend["y"]) == ("h", "container", 0)
+        shown = [t["name"] for t in figures[title]["data"] if t.get("showlegend") is not False]
+        assert sorted(shown) == sorted(r.name for r in runs.values())
     colors = {t["line"]["color"] for t in figures["loss"]["data"] if t["name"].endswith("validation")}
     assert len(colors) == 2  # one colour a run
+    # The columns most comparisons read first come first: the target's column beside the accuracies.
+    assert list(table.reset_index().columns[:6]) == ["run", "test acc (%)", "best val acc (%)", "epochs to 50% val",
+                                                     "best epoch", "epochs"]
     assert not at.exception
+
+
+def test_compare_with_one_run_shows_its_config_and_asks_for_a_second(with_runs):
+    _, _, runs = with_runs
+    at = open_page("pages/compare.py")
+    one = runs["lrn"]
+    at.multiselect(key="compare.runs").set_value([one.name]).run()
+    assert not at.exception
+    shown = texts(at.markdown)
+    assert f"**Config of {one.name}**: pick a second run above" in shown
+    assert "identical" not in shown and "they share" not in " ".join(e.label for e in at.expander)
+    config = frame(at, "key", "value")
+    assert dict(zip(config["key"], config["value"])) == {k: str(v) for k, v in one.config.items()}
+    assert list(frame(at, "run", "test acc (%)")["run"]) == [one.name]
 
 
 def test_compare_exports_the_table_and_every_chart(with_runs, media):
@@ -210,7 +232,7 @@ def test_compare_exports_the_table_and_every_chart(with_runs, media):
         assert config["toImageButtonOptions"]["format"] == "png" and config["displaylogo"] is False
 
 
-def test_compare_side_by_side_on_the_test_set(with_runs, mini_data):
+def test_compare_side_by_side_on_the_test_set(with_runs, mini_data, media):
     _, _, runs = with_runs
     at = open_page("pages/compare.py")
     a, b = at.selectbox(key="compare.a").value, at.selectbox(key="compare.b").value
@@ -228,6 +250,16 @@ def test_compare_side_by_side_on_the_test_set(with_runs, mini_data):
     assert f"**A right, B wrong**: {len(a_only):,} images" in shown
     assert f"**B right, A wrong**: {len(b_only):,} images" in shown
     assert len(at.get("image")) == (len(a_only) > 0) + (len(b_only) > 0)  # one image strip a gallery
+    for strip in at.get("image"):  # PNG, not JPEG: the enlarged pixels stay sharp
+        for image in strip.proto.imgs:
+            picture = media(image.url)
+            assert picture.mimetype == "image/png" and picture.content[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in (a, b):  # confusion matrices legible in half a page: 11 px cells, short upright class names
+        spec = figures[f"{name}: {by_name[name].result['test_accuracy']:.1%} test"]
+        assert spec["data"][0]["textfont"]["size"] >= 10 and spec["layout"]["xaxis"]["tickangle"] == 0
+        assert spec["layout"]["xaxis"]["ticktext"][:2] == ["plane", "auto"]
+    per_class = figures["Per-class test accuracy"]["layout"]["legend"]
+    assert (per_class["orientation"], per_class["yref"], per_class["y"]) == ("h", "container", 0)  # off the title
     at.selectbox(key="compare.gallery_class").set_value("cat").run()
     cats = [i for i in a_only if mini_data.test_y[i] == 3]
     assert f"**A right, B wrong**: {len(cats):,} images" in texts(at.markdown)
