@@ -88,22 +88,27 @@ def _own_row(run: Run) -> dict[str, Any]:
     return {
         "source": f"this project: run {run.name}",
         "accuracy": r.get("test_accuracy"),
-        "as reported": f"{r.get('test_accuracy', 0):.2%} test ({r.get('test_images', 0):,} images)",
-        "measured on": r.get("dataset", "?") + (" test set" if full else ""), "full CIFAR-10": full,
+        "measured on": r.get("dataset", "?") + (" test set" if full else ""),
+        "caveat": caveat,
         "hardware": r.get("device", "?"),
+        "as reported": f"{r.get('test_accuracy', 0):.2%} test ({r.get('test_images', 0):,} images)",
         "network and recipe": f"{c.get('variant')} variant, {c.get('norm')}; {c.get('optimizer')} {c.get('lr'):g}, "
                               f"{c.get('schedule')}, {epochs} epochs",
         "input": size, "norm": {"lrn": "LRN", "bn": "BN"}.get(c.get("norm"), c.get("norm")),
         "s / epoch": f"{r['seconds_per_epoch']:.1f}" if r.get("seconds_per_epoch") else "",
-        "caveat": caveat,
+        "full CIFAR-10": full,
     }
 
 
 def replication_rows(runs: Iterable[Run]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(published rows, this project's rows: the best finished run per variant and norm)."""
+    """(published rows, this project's rows: the best finished run per variant and norm).
+
+    Both with the same columns, in reading order: who, the accuracy, what it was measured on and the caveat
+    that qualifies it, then the details.
+    """
     published = [{
-        "source": p.source, "accuracy": p.accuracy, "as reported": p.reported_as, "measured on": p.measured_on,
-        "full CIFAR-10": True, "hardware": p.hardware, "network and recipe": p.network, "input": p.input, "norm": p.norm,
-        "s / epoch": p.seconds_per_epoch, "caveat": p.caveat,
+        "source": p.source, "accuracy": p.accuracy, "measured on": p.measured_on, "caveat": p.caveat,
+        "hardware": p.hardware, "as reported": p.reported_as, "network and recipe": p.network, "input": p.input,
+        "norm": p.norm, "s / epoch": p.seconds_per_epoch, "full CIFAR-10": True,
     } for p in PUBLISHED]
     return published, [_own_row(r) for r in own_best(runs)]

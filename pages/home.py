@@ -87,9 +87,20 @@ st.markdown("What earlier reimplementations report, as their sources print it, b
             "figure on a subset, or one where the test set also picked the best epoch, is not the same kind of "
             "figure as a test accuracy measured once on the full CIFAR-10.")
 published, own = history.replication_rows(run_records.list_runs(common.runs_root()))
-table_config = {"accuracy (%)": st.column_config.NumberColumn(format="%.2f"),
-                "caveat": st.column_config.TextColumn(width="large"),
-                "network and recipe": st.column_config.TextColumn(width="medium")}
+# Columns as history.replication_rows orders them (who, accuracy, measured on, caveat first), short headers, fixed
+# widths; rows of three lines, in which Streamlit wraps long texts, so a caveat is read whole, not cut.
+table_config = {
+    "source": st.column_config.TextColumn(width=180),
+    "accuracy (%)": st.column_config.NumberColumn("acc. %", format="%.2f", width=60, help="CIFAR-10 accuracy (%)."),
+    "measured on": st.column_config.TextColumn(width=180, help="The images the figure was measured on."),
+    "caveat": st.column_config.TextColumn(width=330, help="What keeps the figure from comparing on equal terms."),
+    "hardware": st.column_config.TextColumn(width=120),
+    "as reported": st.column_config.TextColumn(width=260, help="The claim in the source's own words."),
+    "network and recipe": st.column_config.TextColumn("recipe", width=300,
+                                                      help="The network and its training recipe."),
+    "full CIFAR-10": st.column_config.CheckboxColumn("full test set", help="Measured on the full CIFAR-10 test set."),
+}
+TABLE_ROW_HEIGHT = 72  # px: over Streamlit's 4rem, the height from which it wraps text in cells
 
 
 def as_table(rows: list[dict]) -> list[dict]:
@@ -103,10 +114,10 @@ st.plotly_chart(charts.replication_figure(published + own), key="home.replicatio
 st.caption("Grey: published figures; coloured by norm: this project's runs (LRN orange, BN red), hatched where "
            "measured on a subset or the embedded sample rather than the full CIFAR-10 test set.")
 st.markdown("**Published**")
-st.dataframe(as_table(published), hide_index=True, column_config=table_config)
+st.dataframe(as_table(published), hide_index=True, column_config=table_config, row_height=TABLE_ROW_HEIGHT)
 st.markdown("**This project** (the best finished run of each variant and norm)")
 if own:
-    st.dataframe(as_table(own), hide_index=True, column_config=table_config)
+    st.dataframe(as_table(own), hide_index=True, column_config=table_config, row_height=TABLE_ROW_HEIGHT)
 else:
     st.info("No finished runs yet in this runs folder, so there is nothing of ours to set beside them. Train one on "
             "the **Train** page (the fast CPU demo takes a few minutes), or run the LRN-versus-BN experiment on the "

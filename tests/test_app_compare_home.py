@@ -118,6 +118,11 @@ def test_home_renders_on_an_empty_machine(env, runs_dir):
                                          "karan-saj, Keras educational notebook", "metanthropics, 'Revisiting AlexNet'"]
     assert list(published["accuracy (%)"]) == pytest.approx([89.0, 76.56, 74.40, 90.57])
     assert "95.7%" in published.iloc[3]["as reported"] and "validation set" in published.iloc[3]["measured on"]
+    assert list(published.columns[:4]) == ["source", "accuracy (%)", "measured on", "caveat"]  # read first
+    table = next(d for d in at.dataframe if "caveat" in d.value.columns).proto
+    assert table.row_height > 64  # over 4rem Streamlit wraps a long caveat in its cell instead of cutting it
+    columns = json.loads(table.columns)
+    assert isinstance(columns["caveat"]["width"], int) and columns["caveat"]["width"] <= 400
     assert len(at.get("plotly_chart")) == 2  # the architecture and the replication chart
 
 
