@@ -24,7 +24,6 @@ REFRESH = "2s"
 ACTIVE = ("queued", "running")
 GALLERY = 12
 NORM_COLORS = charts.NORM_COLORS
-STATE_ICONS = {"queued": "⏳", "running": "▶️", "stopped": "⏸️", "finished": "✅", "failed": "❌"}
 
 
 def rerun_if_changed(active_now: frozenset[str], active_when_drawn: frozenset[str]) -> None:
@@ -242,15 +241,16 @@ def runs_tab(root, all_runs: list[run_records.Run]) -> None:
     if not all_runs:
         st.info("No runs yet. Train some on the **Train** page, or start the LRN-versus-BN experiment "
                 "(the other tab), then come back to compare them.", icon=":material/info:")
-        st.page_link("pages/train.py", label="Go to the Train page", icon="🏋️")
+        st.page_link("pages/train.py", label="Go to the Train page", icon=":material/model_training:")
         return
     by_name = {r.name: r for r in all_runs}
     if "compare.runs" not in st.session_state:
         st.session_state["compare.runs"] = default_choice(all_runs)
     else:  # a run deleted elsewhere leaves the selection
         st.session_state["compare.runs"] = [n for n in st.session_state["compare.runs"] if n in by_name]
+    # Names only: the browser keeps the label an option had when it was picked, so a state in it would go stale
+    # (a run picked while training would read "running" for ever); the summary table shows each run's state.
     names = st.multiselect("Runs to compare", list(by_name), key="compare.runs", persist_state="session",
-                           format_func=lambda n: f"{STATE_ICONS.get(by_name[n].state, '')} {n}",
                            help="Finished, stopped or still training: a run in progress updates live.")
     if not names:
         st.info("Pick two or more runs.")

@@ -123,7 +123,7 @@ def filter_panel() -> None:
     first = layers[0]
     st.markdown(f"**{first.title}**: {first.out_channels} kernels of {first.kernel_size}x{first.kernel_size}x3, "
                 "as colours (each scaled to its own largest weight; grey = 0)")
-    st.plotly_chart(charts.mosaic_figure(explain.tile(explain.rgb_filters(model), columns=16), height=320),
+    st.plotly_chart(charts.mosaic_figure(explain.tile(explain.rgb_filters(model), columns=16)),
                     width="stretch", key="filters_rgb")
     left, middle, right = st.columns([1, 1, 1])
     deeper = left.selectbox("Deeper layer, channel by channel", titles[1:], key="filters_layer")
@@ -132,8 +132,7 @@ def filter_panel() -> None:
     count = right.slider("Filters", 1, 16, 6, key="filters_count")
     rows = list(range(start, min(start + count, len(weights))))
     mosaic = explain.kernel_mosaic(weights, rows, columns=32)
-    st.plotly_chart(charts.mosaic_figure(mosaic, hover="weight", height=min(900, max(200, 4 * mosaic.shape[0]))),
-                    width="stretch", key="filters_deep")
+    st.plotly_chart(charts.mosaic_figure(mosaic, hover="weight"), width="stretch", key="filters_deep")
     st.caption(f"{deeper}: filters {rows[0]} to {rows[-1]} of {len(weights)}, one block each, top to bottom; a "
                f"block holds the {weights.shape[2]}x{weights.shape[3]} kernel for each of the filter's "
                f"{weights.shape[1]} input channels, 32 to a row. Red positive, blue negative.")

@@ -38,10 +38,10 @@ st.markdown("Here you can **train** AlexNet variants on CIFAR-10 and watch their
             "your own images, **explain** what a model looks at, and **compare** runs, LRN against batch norm "
             "included.")
 a, b, c, d = st.columns(4)
-a.page_link("pages/train.py", label="Train", icon="🏋️")
-b.page_link("pages/predict.py", label="Predict", icon="🔮")
-c.page_link("pages/explain.py", label="Explain", icon="🔍")
-d.page_link("pages/compare.py", label="Compare", icon="⚖️")
+a.page_link("pages/train.py", label="Train", icon=":material/model_training:")
+b.page_link("pages/predict.py", label="Predict", icon=":material/image_search:")
+c.page_link("pages/explain.py", label="Explain", icon=":material/visibility:")
+d.page_link("pages/compare.py", label="Compare", icon=":material/compare:")
 
 st.header("The variants")
 st.markdown("Every variant takes a **norm**: `lrn` (the paper's, with its constants n=5, α=1e-4, β=0.75, k=2), "
@@ -122,4 +122,4 @@ else:
     st.info("No finished runs yet in this runs folder, so there is nothing of ours to set beside them. Train one on "
             "the **Train** page (the fast CPU demo takes a few minutes), or run the LRN-versus-BN experiment on the "
             "**Compare** page.", icon=":material/info:")
-    st.page_link("pages/train.py", label="Go to the Train page", icon="🏋️")
+    st.page_link("pages/train.py", label="Go to the Train page", icon=":material/model_training:")
