@@ -233,7 +233,7 @@ def signed_rgb(values: np.ndarray) -> np.ndarray:
     return np.clip((0.5 + values / (2 * peak)) * 255, 0, 255).round().astype(np.uint8)
 
 
-MOSAIC_WIDTH = 520  # px: between a phone's plot width (~370) and a wide page's (~1000), nearer the phone
+MOSAIC_WIDTH = 860  # px: about a wide page's plot width (the layout is "wide"); a phone shows it narrower
 
 
 def fit_height(rows: int, columns: int, extra: int = 0, low: int = 100, high: int = 900) -> int:
@@ -443,10 +443,10 @@ def seed_band_figure(groups: Sequence[tuple[str, Mapping[str, Sequence[dict]]]],
 
 _KIND_COLORS = {"Conv2d": "#1f77b4", "LocalResponseNorm": "#ff7f0e", "BatchNorm2d": "#d62728", "Identity": "#c7c7c7",
                 "MaxPool2d": "#2ca02c", "Linear": "#9467bd", "ReLU": "#bcbd22", "Dropout": "#7f7f7f",
-                "Flatten": "#8c564b"}
+                "Flatten": "#8c564b", "AdaptiveAvgPool2d": "#98df8a"}
 _KIND_NAMES = {"Conv2d": "convolution", "LocalResponseNorm": "LRN", "BatchNorm2d": "batch norm",
                "Identity": "no norm", "MaxPool2d": "max-pool", "Linear": "fully connected", "ReLU": "ReLU",
-               "Dropout": "dropout", "Flatten": "flatten"}
+               "Dropout": "dropout", "Flatten": "flatten", "AdaptiveAvgPool2d": "average pool"}
 _THIN = ("ReLU", "Dropout", "Flatten", "Identity")
 NORM_COLORS = {"LRN": _KIND_COLORS["LocalResponseNorm"], "BN": _KIND_COLORS["BatchNorm2d"]}  # the same on every page
 
@@ -471,6 +471,8 @@ def layer_labels(rows: Sequence) -> list[str]:
             labels.append("BN")
         elif kind == "Identity":
             labels.append("(no norm)")
+        elif kind == "AdaptiveAvgPool2d":  # torchvision's, before its classifier: a long name turns every tick
+            labels.append("avgpool")
         else:
             labels.append(kind.lower())
     return labels

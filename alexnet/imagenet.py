@@ -98,9 +98,10 @@ def hub_file() -> Path:
 def missing_message() -> str:
     target = hub_file()
     return (f"torchvision's ImageNet AlexNet weights are not on this machine ({target} does not exist). Online: "
-            f"download them ({FILE_MB:.0f} MB) with `python -m alexnet download --imagenet` or the app's download "
-            f"button. Offline: fetch {WEIGHTS.url} on a machine that is online and put the file in {target.parent}/ "
-            f"under its own name, or name the file you have (.pth or .safetensors) instead.")
+            f"download them ({FILE_MB:.0f} MB) with `python -m alexnet download --imagenet` or the download button "
+            f"of the ImageNet model on the Predict page. Offline: fetch {WEIGHTS.url} on a machine that is online "
+            f"and put the file in {target.parent}/ under its own name, or name the file you have (.pth or "
+            f".safetensors) instead.")
 
 
 def weights_file(path: str | Path | None = None) -> Path:

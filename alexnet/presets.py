@@ -78,7 +78,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     ),
     Preset(
         name="imagenet-finetune",
-        title="ImageNet-pretrained, fine-tuned on CIFAR-10",
+        title="ImageNet AlexNet, fine-tuned",
         description="torchvision's ImageNet AlexNet with a new 10-class last layer: CIFAR images upsampled to "
                     "224x224 and normalised with ImageNet's mean and std, SGD 0.01 one-cycle for the classifier and "
                     "a tenth of it for the conv layers (or freeze them), crops + flips, 3 epochs. Needs the ImageNet "

@@ -347,8 +347,10 @@ def run_progress(run: run_records.Run) -> Progress:
     last = steps[-1]
     where = f"epoch {last['epoch']:.2f} / {start['epochs']} · step {last['global_step']:,} / {total:,}"
     fraction = min(last["global_step"] / total, 1.0)
-    if run.state not in ACTIVE:
+    if run.state != "running":  # stopped, failed, or queued again by a resume: no speed to speak of
         return Progress(fraction, f"{run.state} at {where}", last["lr"])
+    if last["global_step"] >= total:
+        return Progress(1.0, f"{where} · all steps done: measuring the test accuracy", last["lr"])
     recent = [e["images_per_s"] for e in steps[-5:] if e.get("images_per_s")]
     speed = sum(recent) / len(recent) if recent else 0.0
     images_per_step = start["train_images"] / max(start["steps_per_epoch"], 1)
@@ -364,7 +366,10 @@ def draw_state(run: run_records.Run) -> None:
         waiting = reason if reason.startswith("waiting") else "starting the training process"
         st.info(f"**queued**: {waiting}", icon=":material/hourglass_top:")
     elif state == "running":
-        st.info(f"**running**: epoch {epoch + 1} of {run.config.get('epochs', '?')}", icon=":material/sprint:")
+        epochs = run.config.get("epochs")
+        where = (f"all {epochs} epochs done, measuring the test accuracy" if isinstance(epochs, int) and epoch >= epochs
+                 else f"epoch {epoch + 1} of {epochs or '?'}")
+        st.info(f"**running**: {where}", icon=":material/sprint:")
     elif state == "stopped":
         st.warning(f"**stopped** after {epoch} of {run.config.get('epochs', '?')} epochs: {reason}",
                    icon=":material/pause_circle:")
@@ -445,14 +450,15 @@ def runs_table(all_runs: list[run_records.Run]) -> None:
     for r in all_runs:
         message = r.status.get("reason", "") if r.state in ("queued", "failed", "stopped") else ""
         acc = (r.result or {}).get("test_accuracy")
-        rows.append({
-            "run": r.name, "state": r.state, "message": message, "variant": r.config.get("variant"),
-            "norm": r.config.get("norm"), "optimizer": r.config.get("optimizer"),
+        rows.append({  # what a narrow screen should show first comes first; the long message last
+            "run": r.name, "state": r.state, "test accuracy": None if acc is None else 100 * acc,
             "epochs": f"{r.status.get('epoch', 0)} / {r.config.get('epochs', '?')}",
-            "test accuracy": None if acc is None else 100 * acc,
+            "variant": r.config.get("variant"), "norm": r.config.get("norm"), "optimizer": r.config.get("optimizer"),
             "started": datetime.fromtimestamp(r.status["created"]) if r.status.get("created") else None,
+            "message": message,
         })
-    st.dataframe(rows, hide_index=True, column_config={
+    st.dataframe(rows, hide_index=True, placeholder="–", column_config={
+        "run": st.column_config.TextColumn(pinned=True),
         "test accuracy": st.column_config.NumberColumn(format="%.1f %%"),
         "started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
     })

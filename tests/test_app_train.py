@@ -191,6 +191,19 @@ def test_running_run_shows_its_place_speed_time_left_and_rate(mini_env, trained_
     assert any(i.value == "**running**: epoch 2 of 4" for i in at.info)
     assert at.button(key="train.stop").disabled is False
 
+    writer.set_status("queued", reason="resuming", checkpoint=True)  # queued again: the old speed is not shown
+    at.run()
+    (bar,) = [p.proto for p in at.get("progress")]
+    assert bar.text == "queued at epoch 1.20 / 4 · step 60 / 200"
+
+    writer.set_status("running", epoch=4, checkpoint=True)  # every step done; the test set is being measured
+    writer.log({**step, "global_step": 200, "epoch": 4.0, "images_per_s": 150.0, "lr": 0.0})
+    writer.close()
+    at.run()
+    (bar,) = [p.proto for p in at.get("progress")]
+    assert bar.value == 100 and bar.text.endswith("all steps done: measuring the test accuracy"), bar.text
+    assert any(i.value == "**running**: all 4 epochs done, measuring the test accuracy" for i in at.info)
+
 
 def test_delete_asks_first_and_cancel_keeps_the_run(finished_run):
     at = open_train_page()
