@@ -2,17 +2,19 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
-import re
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+from bench.common import SETTLED  # the JS that says Streamlit has settled, shared with the benchmarks
 
 REPO = Path(__file__).resolve().parent.parent
 MINI = (REPO.parent / "shared" / "data" / "cifar-10-mini").resolve()
@@ -133,20 +135,6 @@ def page(browser, request):
         ARTIFACTS.mkdir(exist_ok=True)
         pg.screenshot(path=str(ARTIFACTS / f"FAILED-{request.node.name}.png"), full_page=True)
     context.close()
-
-
-# Streamlit marks the app root with the script's state; the status widget shows only after a delay, so
-# both are read, and the app counts as settled once it has been idle for a few polls in a row (a rerun
-# that a widget change requested a moment ago has started by then).
-SETTLED = """() => {
-  const app = document.querySelector('[data-testid=stApp]');
-  const state = app && app.getAttribute('data-test-script-state');
-  const idle = app && state !== 'running' && state !== 'rerunRequested'
-               && !document.querySelector('[data-testid=stStatusWidget]');
-  if (!idle) { window.__idleSince = null; return false; }
-  window.__idleSince = window.__idleSince || Date.now();
-  return Date.now() - window.__idleSince > 400;
-}"""
 
 
 def wait_for_app(pg, timeout: float = 60_000) -> None:
