@@ -304,7 +304,9 @@ def _gallery(key: str) -> list[ChosenImage]:
     page = right.number_input(f"Page (of {pages})", 1, pages, 1, key=f"{key}_gallery_page")
     shown = indices[(page - 1) * GALLERY_PAGE:page * GALLERY_PAGE]
     tiles = [enlarge(data.test_x[i].permute(1, 2, 0).numpy(), 3) for i in shown]
-    st.image(tiles, caption=[f"#{i} {data.classes[labels[i]]}" for i in shown], width=80)
+    # At their own size (3 x 32 px) and as PNG: any scaling or JPEG would soften the pixels they are about.
+    st.image(tiles, caption=[f"#{i} {data.classes[labels[i]]}" for i in shown], width=tiles[0].shape[1] if tiles else 96,
+             output_format="PNG")
     picked = st.selectbox("Test image", [int(i) for i in shown], key=f"{key}_gallery_image",
                           format_func=lambda i: f"#{i} ({data.classes[labels[i]]})")
     if picked is None:

@@ -40,7 +40,7 @@ if len(usable) > 1:
     for n, (img, d) in enumerate(usable):
         p = pickers.prediction(img.digest, main.key, d.pixels(main.model), main.model)
         columns[n % len(columns)].image(d.shown(main.model), caption=f"{img.name}: {p.label} {p.confidence:.0%}",
-                                        width="stretch")
+                                        width=160)  # a thumbnail, also where a phone stacks the columns
     names = [img.name for img, _ in usable]
     picked = st.selectbox("Look closer at", range(len(usable)), format_func=lambda i: names[i],
                           key="predict_closer")

@@ -63,5 +63,6 @@ def test_the_train_page_and_the_gallery_use_the_sample_and_a_folder_named_in_the
     at = open_page("pages/predict.py")
     at.radio(key="predict_source").set_value("Test-set gallery").run()
     assert not at.exception, at.exception
-    assert len(at.get("image")[0].proto.imgs) > 1                              # the gallery's tiles
+    tiles = at.get("image")[0].proto.imgs                                      # the gallery's tiles, lossless
+    assert len(tiles) > 1 and all(t.url.endswith(".png") for t in tiles)
     assert f"test image #0 of {SAMPLE_LABEL}" in texts(at)
