@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .models import CIFAR10_CLASSES
-from .runs import atomic_write_json, pid_alive, process_identity, read_json
+from .runs import read_json, running_pid, write_process_status
 
 BATCHES = "cifar-10-batches-py"
 FULL_TRAIN, FULL_TEST = 50_000, 10_000
@@ -211,25 +211,12 @@ def download_target(root: str | Path | None = None) -> Path:
 
 
 def write_download_status(target: Path, state: str, **extra: object) -> None:
-    """Replace `target`'s download status whole (a reader never sees half of it); a pid comes with its
-    identity, so a pid reused by another process never passes for the download's."""
-    status: dict = {"state": state, **extra}
-    if status.get("pid"):
-        status["pid_identity"] = process_identity(int(status["pid"]))
-    atomic_write_json(target / DOWNLOAD_STATUS, status)
-
-
-def _running_pid(status: object) -> int | None:
-    """The pid a download status names, if it says running and that process still lives."""
-    if not isinstance(status, dict) or status.get("state") != "running":
-        return None
-    pid = status.get("pid")
-    return pid if pid_alive(pid, status.get("pid_identity")) else None
+    write_process_status(target / DOWNLOAD_STATUS, state, **extra)
 
 
 def live_download(root: str | Path | None = None) -> int | None:
     """The pid of the download writing into `root`'s target now, else None (none, ended, or killed)."""
-    return _running_pid(read_json(download_target(root) / DOWNLOAD_STATUS))
+    return running_pid(read_json(download_target(root) / DOWNLOAD_STATUS))
 
 
 def download_cifar10(root: str | Path | None = None) -> DatasetSource:
@@ -272,7 +259,7 @@ def download_progress(root: str | Path | None = None) -> dict:
         return {"state": "none", "fraction": 0.0}
     archive = target / "cifar-10-python.tar.gz"
     fraction = min((archive.stat().st_size if archive.exists() else 0) / ARCHIVE_BYTES, 1.0)
-    if status.get("state") == "running" and _running_pid(status) is None:
+    if status.get("state") == "running" and running_pid(status) is None:
         return {"state": "failed", "fraction": fraction, "reason": DOWNLOAD_DIED}
     return {**status, "fraction": fraction}
 

@@ -17,7 +17,6 @@ Offline, with no file, `WeightsMissing` names the URL to fetch and the folder to
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from torchvision.models import AlexNet_Weights, alexnet
 from torchvision.transforms import functional as TF
 
 from .checkpoints import CheckpointError, describe_mismatch, read_state_dict
-from .runs import pid_alive
+from .runs import read_json, running_pid, write_process_status
 
 WEIGHTS = AlexNet_Weights.IMAGENET1K_V1
 CATEGORIES: tuple[str, ...] = tuple(WEIGHTS.meta["categories"])
@@ -167,26 +166,24 @@ def _status_file() -> Path:
     return target.with_name(target.name + ".download.json")
 
 
-def _write_status(status: dict) -> None:
+def _write_status(state: str, **extra: object) -> None:
     path = _status_file()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(status))
-    os.replace(tmp, path)
+    write_process_status(path, state, **extra)
 
 
 def download(progress: bool = True) -> Path:
     """torchvision's download of the weights into the hub cache (hash checked), its state in a status file
     beside it for `download_progress`. Raises WeightsMissing, saying what to do offline, when it fails."""
-    _write_status({"state": "running", "pid": os.getpid()})
+    _write_status("running", pid=os.getpid())
     try:
         WEIGHTS.get_state_dict(progress=progress, check_hash=True, weights_only=True)
     except Exception as err:  # urllib, ssl, hash and disk errors: each means the same to the user
         message = (f"could not download {WEIGHTS.url} ({err}). Offline? Fetch it on a machine that is online and "
                    f"put it in {hub_file().parent}/ under its own name.")
-        _write_status({"state": "failed", "reason": message})
+        _write_status("failed", reason=message)
         raise WeightsMissing(message) from err
-    _write_status({"state": "finished"})
+    _write_status("finished")
     return hub_file()
 
 
@@ -198,7 +195,7 @@ def start_download() -> int:
         process = subprocess.Popen([sys.executable, "-m", "alexnet", "download", "--imagenet"],
                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True, cwd=PROJECT_ROOT)
-    _write_status({"state": "running", "pid": process.pid})
+    _write_status("running", pid=process.pid)
     return process.pid
 
 
@@ -208,12 +205,11 @@ def download_progress() -> dict:
     While it runs, the fraction is the size of torch's growing `.partial` file over the size torchvision states.
     """
     target = hub_file()
-    try:
-        status = json.loads(_status_file().read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    status = read_json(_status_file())
+    if not isinstance(status, dict):
         status = {"state": "none"}
     if status.get("state") == "running":
-        if not pid_alive(status.get("pid")):
+        if running_pid(status) is None:
             log = target.with_name(target.name + ".download.log")
             return {"state": "failed", "fraction": 0.0,
                     "reason": f"the download process ended before it finished (its output is in {log})"}

@@ -131,6 +131,23 @@ def pid_alive(pid: int | None, identity: str | None = None) -> bool:
     return True
 
 
+def write_process_status(path: Path, state: str, **extra: Any) -> None:
+    """A background process's status (a run's, a download's), replaced whole; its pid comes with the
+    process's identity, so a pid reused by another process never passes for it (see `running_pid`)."""
+    status = {"state": state, **extra}
+    if status.get("pid"):
+        status["pid_identity"] = process_identity(int(status["pid"]))
+    atomic_write_json(path, status)
+
+
+def running_pid(status: Any) -> int | None:
+    """The pid a status names if it says running and that very process still lives, else None."""
+    if not isinstance(status, dict) or status.get("state") != "running":
+        return None
+    pid = status.get("pid")
+    return pid if pid_alive(pid, status.get("pid_identity")) else None
+
+
 @dataclass
 class Run:
     """What a reader knows about one run folder."""
@@ -182,10 +199,8 @@ class RunWriter:
         if state not in STATES:
             raise ValueError(f"unknown state {state!r}")
         previous = read_json(self.path / "status.json", {}) or {}
-        status = {"state": state, "pid": os.getpid(), "updated": time.time(),
-                  "created": previous.get("created", time.time()), **extra}
-        status["pid_identity"] = process_identity(status["pid"])  # so a reused pid is not taken for the run's
-        atomic_write_json(self.path / "status.json", status)
+        write_process_status(self.path / "status.json", state, **{
+            "pid": os.getpid(), "updated": time.time(), "created": previous.get("created", time.time()), **extra})
 
     def log(self, event: dict) -> None:
         """Append one event as one line and flush it, so another process can read it at once."""
