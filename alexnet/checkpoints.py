@@ -6,6 +6,7 @@ variant gets a message naming the first mismatching layers.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
@@ -138,25 +139,27 @@ def _find_state_dict(obj: Any, name: str) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"{name} holds no weights (expected a state_dict of tensors)")
 
 
+@functools.lru_cache(maxsize=None)
 def _shapes(variant: str, norm: str, num_classes: int = 10) -> dict[str, torch.Size]:
+    """The state_dict shapes of a build (read only: the dict is shared by every caller)."""
     with torch.device("meta"):  # shapes only: no memory, no time spent initialising 57 M weights
         return {k: v.shape for k, v in build(variant, norm, num_classes=num_classes, init="torch").state_dict().items()}
 
 
+def _fits(state: dict[str, torch.Tensor], variant: str, norm: str, num_classes: int = 10) -> bool:
+    expected = _shapes(variant, norm, num_classes)
+    return expected.keys() == state.keys() and all(expected[k] == state[k].shape for k in state)
+
+
 def guess_architecture(state: dict[str, torch.Tensor]) -> tuple[str, str] | None:
     """The (variant, norm) whose layers this state_dict fits exactly, if any."""
-    for variant, spec in VARIANTS.items():
-        for norm in spec.norms:
-            expected = _shapes(variant, norm)
-            if expected.keys() == state.keys() and all(expected[k] == state[k].shape for k in state):
-                return variant, norm
-    return None
+    return next(((variant, norm) for variant, spec in VARIANTS.items() for norm in spec.norms
+                 if _fits(state, variant, norm)), None)
 
 
 def is_imagenet_classifier(state: dict[str, torch.Tensor]) -> bool:
     """torchvision's ImageNet AlexNet itself (1000 classes), which the ImageNet model entry loads, not this."""
-    expected = _shapes("imagenet", "none", num_classes=1000)
-    return expected.keys() == state.keys() and all(expected[k] == state[k].shape for k in state)
+    return _fits(state, "imagenet", "none", num_classes=1000)
 
 
 def describe_mismatch(model: nn.Module, state: dict[str, torch.Tensor], limit: int = 4) -> str | None:
