@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import streamlit as st
 import torch
@@ -80,34 +81,49 @@ def sidebar() -> None:
 
 
 def download_panel() -> None:
-    """Fetch the full CIFAR-10 (online) in a background process, where resolve_dataset finds it next time.
+    """Fetch the full CIFAR-10 (online) in a background process, where resolve_dataset finds it next time."""
+    background_download(
+        "download_cifar10", f"Download CIFAR-10 (163 MB) to {datasets.download_target()}", None,
+        datasets.download_progress, jobs.start_download, "Downloading CIFAR-10",
+        f"CIFAR-10 is downloaded in {datasets.download_target()}: the app uses it when no folder is named.",
+        on_finished=dataset_source.clear)  # the sidebar's next look finds the new folder
+
+
+def background_download(key: str, label: str, help: str | None, progress: Callable[[], dict],
+                        start: Callable[[], object], running_text: str, finished_text: str | None,
+                        on_finished: Callable[[], None] | None = None) -> None:
+    """A download button for a background process, then its progress (`progress()` reads its status).
 
     The button is off while a download lives, so a second click cannot start a second writer of the same
-    archive; a download that died reads as failed (data.download_progress), never as a frozen bar.
+    file; a download that died reads as failed (its progress function says so), never as a frozen bar.
     """
-    progress = datasets.download_progress()
-    running = progress["state"] == "running"
-    if st.button(f"Download CIFAR-10 (163 MB) to {datasets.download_target()}", key="download_cifar10",
-                 disabled=running, help="A download is running" if running else None):
-        jobs.start_download()
+    state = progress()
+    running = state["state"] == "running"
+    if st.button(label, key=key, disabled=running, icon=":material/download:",
+                 help="A download is running" if running else help):
+        try:
+            start()
+        except OSError as err:  # the target folder cannot be created or written
+            st.error(f"The download cannot start: {err}")
+            return
         st.rerun()  # draw the button off and the progress bar now
     if running:
-        download_status()
-    elif progress["state"] == "failed":
-        st.error(f"The last download failed: {progress['reason']}")
-    elif progress["state"] == "finished":
-        st.success(f"CIFAR-10 is downloaded in {datasets.download_target()}: the app uses it when no folder is named.")
+        _download_progress(progress, running_text, on_finished)
+    elif state["state"] == "failed":
+        st.error(f"The last download failed: {state['reason']}")
+    elif state["state"] == "finished" and finished_text:
+        st.success(finished_text)
 
 
 @st.fragment(run_every="1s")
-def download_status() -> None:
+def _download_progress(progress: Callable[[], dict], text: str, on_finished: Callable[[], None] | None) -> None:
     """The progress bar of a running download; when it ends, the whole app reruns to show the outcome."""
-    progress = datasets.download_progress()
-    if progress["state"] == "running":
-        st.progress(progress["fraction"], text=f"Downloading CIFAR-10: {progress['fraction']:.0%}")
+    state = progress()
+    if state["state"] == "running":
+        st.progress(state["fraction"], text=f"{text}: {state['fraction']:.0%}")
         return
-    if progress["state"] == "finished":
-        dataset_source.clear()  # the sidebar's next look finds the new folder
+    if state["state"] == "finished" and on_finished is not None:
+        on_finished()
     st.rerun(scope="app")
 
 

@@ -26,7 +26,7 @@ from alexnet.checkpoints import CheckpointError
 from alexnet.images import ImageError, load_image, to_cifar_array
 from alexnet.models import CIFAR10_CLASSES
 from alexnet.train import pick_device
-from pages.common import current_source, load_dataset, model_from_file, runs_root
+from pages.common import background_download, current_source, load_dataset, model_from_file, runs_root
 
 CURRENT_IMAGE = "current_image"
 CURRENT_MODEL = "current_model"
@@ -223,31 +223,12 @@ def _imagenet_model(key: str) -> LoadedModel | None:
 
 
 def imagenet_download_panel(key: str) -> None:
-    """A button that downloads the weights into torch's hub cache in a background process, then its progress."""
-    started = f"{key}_imagenet_download"
-    if st.button(f"Download the weights ({imagenet.FILE_MB:.0f} MB)", key=f"{key}_imagenet_fetch",
-                 icon=":material/download:", help=f"Into torch's hub cache, {imagenet.hub_file().parent}, where "
-                                                  "torchvision and this app look for them."):
-        try:
-            imagenet.start_download()
-            st.session_state[started] = True
-        except OSError as err:                     # the hub folder cannot be created or written
-            st.error(f"The download cannot start: {err}")
-    if st.session_state.get(started) or imagenet.download_progress()["state"] == "running":
-        imagenet_download_status(started)
-
-
-@st.fragment(run_every="1s")
-def imagenet_download_status(started: str) -> None:
-    progress = imagenet.download_progress()
-    if progress["state"] == "running":
-        st.progress(progress["fraction"], text=f"Downloading the ImageNet weights: {progress['fraction']:.0%}")
-    elif progress["state"] == "failed":
-        st.error(progress["reason"])
-        st.session_state[started] = False
-    elif progress["state"] == "finished":
-        st.session_state[started] = False
-        st.rerun(scope="app")
+    """A button that downloads the weights into torch's hub cache in a background process, then its progress.
+    Once they are there the picker loads them, so a finished download needs no message of its own."""
+    background_download(f"{key}_imagenet_fetch", f"Download the weights ({imagenet.FILE_MB:.0f} MB)",
+                        f"Into torch's hub cache, {imagenet.hub_file().parent}, where torchvision and this app "
+                        "look for them.", imagenet.download_progress, imagenet.start_download,
+                        "Downloading the ImageNet weights", None)
 
 
 # ---- image picker ----
