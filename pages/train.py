@@ -183,9 +183,9 @@ def draw_form(source: datasets.DatasetSource | str) -> None:
         st.session_state[key("preset")] = presets.DEFAULT
         apply_preset()
     ss = st.session_state
-    notice = st.container()  # a block of its own, so the fields below keep their place when it empties
+    copied_box = st.container()  # a block of its own, so the fields below keep their place when it empties
     if ss.get("train.copied_from"):
-        notice.info(f"The form holds the settings of **{ss['train.copied_from']}**: change what you want to try and "
+        copied_box.info(f"The form holds the settings of **{ss['train.copied_from']}**: change what you want to try and "
                 "press **Start training** to compare.", icon=":material/content_copy:")
     a, b = st.columns([1, 2], vertical_alignment="bottom")
     a.selectbox("Preset", presets.names(), key=key("preset"), on_change=apply_preset, **PERSIST,
