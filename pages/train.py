@@ -56,18 +56,22 @@ def apply_preset() -> None:
 
 
 def copy_settings(run_name: str, run_config: dict) -> None:
-    """Button callback: the form takes a run's settings, to change a knob and train again."""
+    """Button callback: the form takes a run's settings, to change a knob and train again.
+
+    The button lies in the live view's fragment and the form outside it, so the callback asks for a rerun of
+    the whole page (`st.rerun()` in a callback: queued with this interaction, so a poll cannot drop it)."""
     known = {name: value for name, value in run_config.items() if name in FORM_FIELDS}
     try:
         config = TrainConfig.from_dict(known)  # keys a newer or older version lacks keep their defaults
     except (TypeError, ValueError) as err:
         st.session_state["train.notice"] = ("error", f"Could not read the settings of {run_name}: {err}")
-        return
-    fill_form(config)
-    st.session_state[key("preset")] = None  # the form no longer holds a preset: its box must not say it does
-    st.session_state["train.name"] = ""
-    st.session_state["train.form_open"] = True
-    st.session_state["train.copied_from"] = run_name
+    else:
+        fill_form(config)
+        st.session_state[key("preset")] = None  # the form no longer holds a preset: its box must not say it does
+        st.session_state["train.name"] = ""
+        st.session_state["train.form_open"] = True
+        st.session_state["train.copied_from"] = run_name
+    st.rerun()
 
 
 def parse_milestones(text: str) -> list[int]:
@@ -387,44 +391,63 @@ def draw_state(run: run_records.Run) -> None:
                 st.code("\n".join(log.read_text(errors="replace").splitlines()[-25:]) or "(empty)")
 
 
+def stop_run(name: str, root) -> None:
+    if jobs.stop(name, root):
+        st.toast(f"Stopping {name}: it saves a checkpoint after the current step.")
+    else:
+        st.toast(f"{name} was not training.")
+
+
+def resume_run(name: str, root) -> None:
+    try:
+        jobs.resume(name, root)
+    except (RuntimeError, OSError, ValueError) as err:
+        st.session_state["train.action_error"] = f"Cannot resume: {err}"
+
+
+def delete_confirmed(name: str, root) -> None:
+    try:
+        run_records.delete_run(root, name)
+    except (RuntimeError, OSError) as err:
+        st.session_state["train.action_error"] = f"Not deleted: {err}"
+        return
+    st.session_state.pop("train.confirm_delete", None)
+    st.session_state.pop("train.run", None)
+
+
+def ask_to_delete(name: str | None) -> None:
+    if name is None:
+        st.session_state.pop("train.confirm_delete", None)
+    else:
+        st.session_state["train.confirm_delete"] = name
+
+
 def draw_actions(run: run_records.Run, root) -> None:
+    """The run's buttons. Each acts in its callback, which Streamlit runs before the script: this view reruns
+    every 1.5 s while anything trains, and a poll that preempts the click's rerun would skip an action written
+    as `if st.button(...)` (the click's True is not sent again)."""
     a, b, c, d, _ = st.columns([1, 1, 1, 2, 1])
-    if a.button("Stop", key="train.stop", disabled=run.state not in ACTIVE, icon=":material/stop:",
-                help="Saves a checkpoint after the current step; Resume continues from there."):
-        if jobs.stop(run.name, root):
-            st.toast(f"Stopping {run.name}: it saves a checkpoint after the current step.")
-        else:
-            st.toast(f"{run.name} was not training.")
+    a.button("Stop", key="train.stop", disabled=run.state not in ACTIVE, icon=":material/stop:",
+             on_click=stop_run, args=(run.name, root),
+             help="Saves a checkpoint after the current step; Resume continues from there.")
     can_resume = run.state == "stopped" or (run.state == "failed" and run.status.get("checkpoint"))
-    if b.button("Resume", key="train.resume", disabled=not can_resume, icon=":material/play_arrow:"):
-        try:
-            jobs.resume(run.name, root)
-            st.rerun()
-        except (RuntimeError, OSError, ValueError) as err:
-            st.error(f"Cannot resume: {err}")
-    if c.button("Delete…", key="train.delete", disabled=run.state in ACTIVE, icon=":material/delete:",
-                help="Stop a run before deleting it."):
-        st.session_state["train.confirm_delete"] = run.name
-    if d.button("New run like this", key="train.copy", icon=":material/content_copy:",
-                on_click=copy_settings, args=(run.name, run.config),
-                help="Fill the form with this run's settings, to change one knob and compare."):
-        st.rerun()  # the form lies outside this fragment
+    b.button("Resume", key="train.resume", disabled=not can_resume, icon=":material/play_arrow:",
+             on_click=resume_run, args=(run.name, root))
+    c.button("Delete…", key="train.delete", disabled=run.state in ACTIVE, icon=":material/delete:",
+             on_click=ask_to_delete, args=(run.name,), help="Stop a run before deleting it.")
+    d.button("New run like this", key="train.copy", icon=":material/content_copy:",
+             on_click=copy_settings, args=(run.name, run.config),
+             help="Fill the form with this run's settings, to change one knob and compare.")
+    error = st.session_state.pop("train.action_error", None)
+    if error:
+        st.error(error)
     if st.session_state.get("train.confirm_delete") == run.name:
         with st.container(border=True):
             st.warning(f"Delete **{run.name}**, its curves and its weights? This cannot be undone.")
             yes, no, _ = st.columns([1, 1, 4])
-            if yes.button("Yes, delete", key="train.delete_yes", type="primary"):
-                try:
-                    run_records.delete_run(root, run.name)
-                except (RuntimeError, OSError) as err:
-                    st.error(f"Not deleted: {err}")
-                else:
-                    st.session_state.pop("train.confirm_delete", None)
-                    st.session_state.pop("train.run", None)
-                    st.rerun()
-            if no.button("Cancel", key="train.delete_no"):
-                st.session_state.pop("train.confirm_delete", None)
-                st.rerun(scope="fragment")
+            yes.button("Yes, delete", key="train.delete_yes", type="primary", on_click=delete_confirmed,
+                       args=(run.name, root))
+            no.button("Cancel", key="train.delete_no", on_click=ask_to_delete, args=(None,))
 
 
 def draw_curves(run: run_records.Run) -> None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -96,10 +98,77 @@ def serve_app(tmp_path_factory, name: str, **env_extra: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def app_server(tmp_path_factory, mini_dir):
-    """The app as `streamlit run app.py` serves it, reading the mini subset; shared by the browser tests."""
+def shared_server(tmp_path_factory, mini_dir):
+    """One `streamlit run app.py` for the whole session (starting one costs seconds); tests take `app_server`."""
     with serve_app(tmp_path_factory, "server", ALEXNET_DATA=str(mini_dir)) as url:
         yield url
+
+
+@pytest.fixture
+def app_server(shared_server):
+    """The app as `streamlit run app.py` serves it, reading the mini subset, with an empty runs folder.
+
+    The server outlives each test, its runs folder must not: a run left there (above all one marked as
+    running) would keep every page that lists runs polling, and a later test would find it in its tables.
+    """
+    empty_runs_folder(shared_server.runs)
+    yield shared_server
+    empty_runs_folder(shared_server.runs)
+
+
+def empty_runs_folder(root: Path) -> None:
+    """Stop what trains there (checkpoint and exit, as Stop does), then delete every run and record.
+
+    A status that names this very process was faked by a test to show a run in progress: nothing to stop.
+    """
+    from alexnet import jobs
+    from alexnet.runs import list_runs
+
+    active = [r for r in list_runs(root) if r.state in ("queued", "running") and r.status.get("pid") != os.getpid()]
+    for run in active:
+        jobs.stop(run.name, root)
+    for run in active:
+        jobs.wait(run.name, root, timeout=60)
+    for child in Path(root).iterdir():
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+
+def training_processes(under: Path) -> list[tuple[int, str]]:
+    """Live `python -m alexnet --runs FOLDER train ...` processes whose runs folder lies under `under`
+    (pid, command line): with pytest's temporary folder, the processes a test started."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:  # it ended while we looked
+            continue
+        if state == "Z" or "alexnet" not in argv or "train" not in argv or "--runs" not in argv:
+            continue
+        if Path(argv[argv.index("--runs") + 1]).resolve().is_relative_to(under):
+            found.append((int(proc.name), " ".join(argv)))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_training_process_left_behind(tmp_path_factory):
+    """Fails the test that leaves a training process alive, after a grace period for a run that was asked to
+    stop and is writing its checkpoint; the process is killed so that it cannot disturb the tests after it."""
+    under = tmp_path_factory.getbasetemp().resolve()
+    yield
+    deadline = time.monotonic() + 20
+    while (left := training_processes(under)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid, _ in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if left:
+        pytest.fail("the test left training processes running: " + "; ".join(f"{pid}: {cmd}" for pid, cmd in left),
+                    pytrace=False)
 
 
 @pytest.fixture(scope="session")

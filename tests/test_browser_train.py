@@ -6,22 +6,28 @@ polls its run folder.
 """
 from __future__ import annotations
 
+import json
+import os
 import re
+import time
 from pathlib import Path
 
 from conftest import only, screenshot, wait_for_app
 
 from alexnet import jobs
 from alexnet.config import TrainConfig
-from alexnet.runs import load_run
+from alexnet.runs import RunWriter, atomic_write_json, load_run
 
 RUN = "browser-demo"
-# Points of the loss chart's training curve, as plotly holds them in the page.
-TRAIN_POINTS = """() => {
+# Points of the loss chart's training curve, as plotly holds them in the page, once the chart shows run `name`
+# (the page keys its zoom state, plotly's uirevision, by the run): -1 while it shows another run or none, as it
+# does for a moment after Start, while the page still draws the run it showed before.
+TRAIN_POINTS = """name => {
   const gd = document.querySelector('.st-key-train-chart-loss .js-plotly-plot');
-  if (!gd || !gd.data) return -1;
+  if (!gd || !gd.data || !gd.layout || gd.layout.uirevision !== name) return -1;
   return gd.data.filter(t => t.name === 'train (per step)').reduce((n, t) => n + t.x.length, 0);
 }"""
+PROGRESS = "() => { const bar = document.querySelector('[data-testid=stProgress]'); return bar ? bar.innerText : ''; }"
 
 
 def set_number(page, key: str, value) -> None:
@@ -45,8 +51,15 @@ def snap(page, name: str) -> None:
     page.set_viewport_size(size)
 
 
-def train_points(page) -> int:
-    return page.evaluate(TRAIN_POINTS)
+
+def points_above(page, count: int, timeout: float) -> int:
+    """Wait until the chart shows more than `count` points of this test's run; returns how many."""
+    return page.wait_for_function(f"n => {{ const c = ({TRAIN_POINTS})('{RUN}'); return c > n ? c : false; }}",
+                                  arg=count, timeout=timeout).json_value()
+
+
+def points_equal(page, count: int, timeout: float) -> None:
+    page.wait_for_function(f"n => ({TRAIN_POINTS})('{RUN}') === n", arg=count, timeout=timeout)
 
 
 def record(runs: Path, name: str) -> tuple[str, int]:
@@ -87,12 +100,11 @@ def test_start_watch_stop_resume_finish(app_server, page):
     snap(page, "train-1-form")
 
     click(page, "start")
-    page.wait_for_function(f"() => ({TRAIN_POINTS})() > 0", timeout=90_000)
-    first = train_points(page)
+    first = points_above(page, 0, timeout=90_000)
     snap(page, "train-2-first-points")
-    page.wait_for_function(f"n => ({TRAIN_POINTS})() > n", arg=first, timeout=60_000)
-    progress = page.locator("[data-testid=stProgress]").inner_text()
-    assert "images/s" in progress and "step" in progress, progress
+    points_above(page, first, timeout=60_000)
+    # While it trains, the progress bar names the step and the speed (read as the page polls, not in mid-redraw).
+    page.wait_for_function(f"() => /step .* images\\/s/.test(({PROGRESS})())", timeout=10_000)
     snap(page, "train-3-growing")
 
     click(page, "stop")
@@ -100,18 +112,18 @@ def test_start_watch_stop_resume_finish(app_server, page):
     page.get_by_text("stopped after").first.wait_for(timeout=60_000)
     state, steps_at_stop = record(app_server.runs, RUN)
     assert state == "stopped" and 0 < steps_at_stop < 16, (state, steps_at_stop)  # stopped before the end
-    page.wait_for_function(f"n => ({TRAIN_POINTS})() === n", arg=steps_at_stop, timeout=10_000)
+    points_equal(page, steps_at_stop, timeout=10_000)
     snap(page, "train-4-stopped")
 
     click(page, "resume")
-    page.wait_for_function(f"n => ({TRAIN_POINTS})() > n", arg=steps_at_stop, timeout=90_000)
+    points_above(page, steps_at_stop, timeout=90_000)
     snap(page, "train-5-resumed")
     page.get_by_text("finished: test accuracy").first.wait_for(timeout=120_000)
     wait_for_app(page)
     state, steps = record(app_server.runs, RUN)
     assert state == "finished" and steps >= 16  # 4 epochs x 8 steps, a point every 2 (and one at the stop)
     assert load_run(app_server.runs / RUN).steps()[-1]["global_step"] == 32
-    page.wait_for_function(f"n => ({TRAIN_POINTS})() === n", arg=steps, timeout=10_000)
+    points_equal(page, steps, timeout=10_000)
     assert page.get_by_text("test accuracy", exact=False).first.is_visible()
     assert page.locator("[data-testid=stException]").count() == 0
     snap(page, "train-6-finished")
@@ -150,3 +162,28 @@ def test_opening_advanced_settings_leaves_no_ghost_copy_of_the_fields_below(app_
         wait_for_app(page)
     jobs.stop(name, app_server.runs)
     assert set(counts) == {1}, counts
+
+
+def test_new_run_like_this_is_never_lost_while_the_live_view_polls(app_server, page):
+    """The live view reruns every 1.5 s while a run trains; a poll that arrives while the click's own rerun is
+    under way preempts it. Written as `if st.button(...)`, an action then never happened (4 clicks of 10 were
+    lost on a run with a long record, whose redraw takes long); as a callback it always does."""
+    config = TrainConfig(variant="cifar", norm="bn", epochs=4, batch_size=64).to_dict()
+    live = RunWriter.create(app_server.runs, "long-record", config)
+    steps = 20_000  # a long run's record: each redraw of its chart takes a while, as on a busy machine
+    with open(live.path / "metrics.jsonl", "w") as f:
+        f.write(json.dumps({"event": "start", "global_step": 0, "epoch": 0, "steps_per_epoch": steps, "epochs": 4,
+                            "train_images": 512, "device": "CPU", "dataset": "test", "time": 0}) + "\n")
+        f.writelines(json.dumps({"event": "step", "epoch": i / steps, "global_step": i, "loss": 2.0, "acc": 0.1,
+                                 "lr": 0.01, "images_per_s": 100.0, "time": i / 10}) + "\n" for i in range(1, steps))
+    # Marked as trained by this (live) process, so the page polls it; there is no training process to stop.
+    atomic_write_json(live.path / "status.json", {"state": "running", "pid": os.getpid(), "epoch": 0,
+                                                  "created": time.time()})
+    page.goto(app_server + "/train")
+    for attempt in range(6):
+        page.reload()
+        page.locator(".st-key-train-copy button:visible").wait_for(timeout=60_000)
+        page.wait_for_timeout(300 + 250 * attempt)  # clicks at different moments of the polling cycle
+        click(page, "copy")
+        page.get_by_text("The form holds the settings of long-record").wait_for(timeout=10_000)
+    assert page.locator("[data-testid=stException]").count() == 0
