@@ -4,6 +4,12 @@
 folder (see runs.py) and calls `on_event` with the same dicts it appends to metrics.jsonl,
 so a progress bar, a test and the app all follow one stream.
 
+Its parts, in the shape of torchvision's reference script: `start_session` builds all a run
+needs from the config alone and writes nothing (the benchmarks start there too, and so can a
+learning-rate range test); `train_one_epoch` steps through an epoch (`training_batch` and
+`session_step` are one step of it); `end_epoch` validates and schedules; `finish` measures the
+test set. `train` puts the run folder around them: status, checkpoints, stop requests, result.
+
 Reproducibility: the split, each epoch's order and each step's augmentation and dropout are
 seeded from (seed, epoch) and (seed, step), so a run resumed at any checkpoint continues
 exactly as if it had never stopped, without saving random-number-generator states.
@@ -14,9 +20,9 @@ import math
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +34,7 @@ from .config import TrainConfig
 from .data import (Augment, Cifar10, augment_batch, load_cifar10, normalization, resolve_dataset, split_validation,
                    to_model_input)
 from .models import build, count_parameters
-from .runs import RunWriter, read_json, read_metrics
+from .runs import RunWriter, read_metrics
 
 EventHandler = Callable[[dict], None]
 
@@ -118,6 +124,11 @@ def make_schedule(config: TrainConfig, optimizer: torch.optim.Optimizer, steps_p
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0), "epoch"
 
 
+def precision_label(dtype: torch.dtype) -> str:
+    """'bfloat16', 'float32', ...: how records and tables name the autocast precision."""
+    return str(dtype).replace("torch.", "")
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
              dtype: torch.dtype = torch.float32, batch_size: int = 500, channels_last: bool = False
@@ -179,6 +190,272 @@ class Position:
     epoch_correct: int = 0
     epoch_seen: int = 0
 
+    def next_epoch(self) -> None:
+        """The start of the next epoch, its sums empty."""
+        self.epoch += 1
+        self.step_in_epoch = self.epoch_seen = self.epoch_correct = 0
+        self.epoch_loss = 0.0
+
+
+@dataclass
+class Session:
+    """A run ready to step, built by `start_session` from a config alone; the loop's parts move it on."""
+    config: TrainConfig
+    model: nn.Module              # the weights: what checkpoints save and evaluation switches to eval mode
+    forward: nn.Module            # what a training step calls: the model, wrapped for DDP and/or compiled
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    schedule_every: str           # when the scheduler steps: 'step', 'epoch' or 'val' (on the validation loss)
+    scaler: torch.amp.GradScaler  # fp16 only; a no-op otherwise
+    data: Cifar10                 # the whole dataset: its test split is measured at the end
+    train_x: torch.Tensor         # the training split (capped by max_train_images), uint8, on the device
+    train_y: torch.Tensor
+    val_x: torch.Tensor           # the validation split, where the dataset is: evaluation moves it a batch at a time
+    val_y: torch.Tensor
+    device: torch.device
+    dtype: torch.dtype            # of autocast; float32 is no autocast
+    group: distributed.Group
+    steps_per_epoch: int
+    batch_size: int               # global: each process takes every world-th image of it
+    position: Position = field(default_factory=Position)
+
+    @property
+    def augmentation(self) -> Augment:
+        c = self.config
+        return Augment(c.crop_padding, c.flip, c.rotate_degrees, c.zoom)
+
+
+def _build_model(config: TrainConfig, device: torch.device, pretrained: bool) -> nn.Module:
+    torch.manual_seed(config.seed)
+    model = build(config.variant, config.norm, dropout=config.dropout, init=config.init)
+    if config.variant == "imagenet" and pretrained:
+        imagenet.load_pretrained_body(model, config.pretrained_path)  # all but the new last layer
+    if config.freeze_features:
+        model.features.requires_grad_(False)
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if config.channels_last else model
+
+
+def start_session(config: TrainConfig, data: Cifar10 | None = None, state: dict | None = None,
+                  group: distributed.Group | None = None, pretrained: bool = True) -> Session:
+    """Everything a run needs before its next step, from the config alone; writes nothing.
+
+    `data`: the dataset already loaded (else the config's is read). `state`: a checkpoint's contents
+    (`load_state`) to continue from. `pretrained=False` keeps the imagenet variant's random weights
+    (a benchmark's speed does not depend on them). The seed fixes the split, the weights, every draw.
+    """
+    config.validate()
+    group = group or distributed.current()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = pick_device(config.device)
+    if group.active and device.type == "cuda":
+        device = torch.device("cuda", group.local_rank)
+    dtype = pick_dtype(config.precision, device)
+    data = data or load_cifar10(resolve_dataset(config.data_dir))
+    train_x, train_y, val_x, val_y = split_validation(data.train_x, data.train_y, config.val_fraction, config.seed)
+    if config.max_train_images:
+        train_x, train_y = train_x[:config.max_train_images], train_y[:config.max_train_images]
+    steps_per_epoch = max(len(train_x) // config.batch_size, 1)
+    model = _build_model(config, device, pretrained and state is None)
+    optimizer = make_optimizer(config, model)
+    scheduler, schedule_every = make_schedule(config, optimizer, steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    forward = nn.parallel.DistributedDataParallel(model) if group.active else model
+    forward = torch.compile(forward) if config.compile else forward
+    session = Session(config, model, forward, optimizer, scheduler, schedule_every, scaler, data,
+                      train_x.to(device), train_y.to(device), val_x, val_y, device, dtype, group, steps_per_epoch,
+                      min(config.batch_size, len(train_x)))
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        session.position = Position(**state["position"])
+    return session
+
+
+def epoch_order(session: Session) -> torch.Tensor:
+    """The shuffle of the training split for the session's epoch, on the device: it follows (seed, epoch) alone."""
+    seed = _step_seed(session.config.seed, session.position.epoch)
+    return torch.randperm(len(session.train_x), generator=torch.Generator().manual_seed(seed)).to(session.device)
+
+
+def _batch_seed(session: Session) -> int:
+    """The seed of the step at the session's position: its augmentation and dropout (each process its own)."""
+    s = session
+    return _step_seed(s.config.seed, 1 << 20, s.position.global_step, *([s.group.rank] if s.group.active else []))
+
+
+def training_batch(session: Session, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The augmented inputs and labels of the step at the session's position (this process's share under DDP).
+
+    Seeds the step's dropout as well, so that the step which follows draws what it draws in an uninterrupted run.
+    """
+    s, pos = session, session.position
+    idx = order[pos.step_in_epoch * s.batch_size:(pos.step_in_epoch + 1) * s.batch_size][s.group.rank::s.group.world]
+    seed = _batch_seed(s)
+    torch.manual_seed(seed)  # dropout; CUDA too
+    gen = torch.Generator(device=s.device).manual_seed(seed)
+    inputs = augment_batch(s.train_x[idx], s.augmentation, s.model.input_size, gen, *normalization(s.model))
+    if s.config.channels_last:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    return inputs, s.train_y[idx]
+
+
+def session_step(session: Session, inputs: torch.Tensor, labels: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`train_step` on a batch of `training_batch`, the per-step schedule, and the position one step on."""
+    s = session
+    loss, logits = train_step(s.forward, s.optimizer, s.scaler, inputs, labels, s.device, s.dtype,
+                              s.config.label_smoothing)
+    if s.schedule_every == "step":
+        s.scheduler.step()
+    s.position.step_in_epoch += 1
+    s.position.global_step += 1
+    return loss, logits
+
+
+def evaluate_split(session: Session, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, torch.Tensor]:
+    """`evaluate` with the session's model and settings."""
+    s = session
+    return evaluate(s.model, x, y, s.device, s.dtype, channels_last=s.config.channels_last)
+
+
+def _ignore(event: dict) -> None:
+    pass
+
+
+class _Window:
+    """Sums over the steps since the last step event, kept on the device so that no step waits for them."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.seen, self.start = 0, time.perf_counter()
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.loss += loss * len(labels)
+        self.correct += (logits.argmax(1) == labels).sum()
+        self.seen += len(labels)
+
+
+def _log_window(session: Session, window: _Window, emit: EventHandler, clock_zero: float) -> None:
+    """The step event of the window, summed over all processes; a loss that is no longer finite ends the run."""
+    s, pos = session, session.position
+    totals = s.group.sum_(torch.stack([window.loss.float(), window.correct.float(),
+                                       torch.tensor(float(window.seen), device=s.device)]))
+    loss_sum, correct, seen = totals.tolist()
+    seen = int(seen)
+    mean_loss = loss_sum / seen
+    if not math.isfinite(mean_loss):
+        raise TrainingFailed(f"the loss became {mean_loss} at step {pos.global_step} (epoch "
+                             f"{pos.epoch + 1}): lower the learning rate or use a norm layer")
+    seconds = time.perf_counter() - window.start
+    pos.epoch_loss += mean_loss * seen
+    pos.epoch_correct += int(correct)
+    pos.epoch_seen += seen
+    emit({"event": "step", "epoch": pos.epoch + (pos.step_in_epoch / s.steps_per_epoch),
+          "global_step": pos.global_step, "loss": mean_loss, "acc": correct / seen,
+          "lr": s.optimizer.param_groups[0]["lr"], "images_per_s": seen / max(seconds, 1e-9),
+          "time": time.perf_counter() - clock_zero})
+
+
+def train_one_epoch(session: Session, stop: threading.Event | None = None,
+                    emit: EventHandler | None = None) -> float:
+    """Step to the end of the session's epoch, or to a stop request; returns the training seconds it took.
+
+    A stop leaves the position inside the epoch (step_in_epoch < steps_per_epoch). Step events go out
+    every `log_every` steps, at the epoch's end and at a stop, over all processes.
+    """
+    s, pos, emit = session, session.position, emit or _ignore
+    epoch_start = time.perf_counter()
+    clock_zero = epoch_start - pos.elapsed  # perf_counter's reading when the run's training clock read 0
+    order = epoch_order(s)
+    s.model.train()
+    window = _Window(s.device)
+    while pos.step_in_epoch < s.steps_per_epoch:
+        inputs, labels = training_batch(s, order)
+        loss, logits = session_step(s, inputs, labels)
+        window.add(loss, logits, labels)
+        last_of_epoch = pos.step_in_epoch == s.steps_per_epoch
+        stop_now = s.group.any(stop is not None and stop.is_set(), s.device)
+        if pos.global_step % s.config.log_every == 0 or last_of_epoch or stop_now:
+            _log_window(s, window, emit, clock_zero)
+            window = _Window(s.device)
+        if stop_now and not last_of_epoch:
+            break
+    pos.elapsed = time.perf_counter() - clock_zero
+    return time.perf_counter() - epoch_start
+
+
+def end_epoch(session: Session, train_seconds: float, emit: EventHandler | None = None) -> None:
+    """After an epoch's last step: validation, the schedule, the best so far, the epoch event; on to the next."""
+    s, pos, emit = session, session.position, emit or _ignore
+    val_loss, val_acc, _ = evaluate_split(s, s.val_x, s.val_y) if len(s.val_x) else (math.nan, math.nan, None)
+    lr = s.optimizer.param_groups[0]["lr"]
+    if s.schedule_every == "epoch":
+        s.scheduler.step()
+    elif s.schedule_every == "val":
+        s.scheduler.step(val_loss)
+    if len(s.val_x) and val_loss < pos.best_val_loss:
+        pos.best_val_loss, pos.bad_epochs = val_loss, 0
+    else:
+        pos.bad_epochs += 1
+    if len(s.val_x) and val_acc > pos.best_val_acc:
+        pos.best_val_acc, pos.best_epoch = val_acc, pos.epoch + 1
+    emit({"event": "epoch", "epoch": pos.epoch + 1, "global_step": pos.global_step,
+          "train_loss": pos.epoch_loss / max(pos.epoch_seen, 1),
+          "train_acc": pos.epoch_correct / max(pos.epoch_seen, 1),
+          "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
+          "epoch_seconds": train_seconds, "images_per_s": pos.epoch_seen / max(train_seconds, 1e-9),
+          "time": pos.elapsed})
+    pos.next_epoch()
+
+
+def finish(session: Session, emit: EventHandler | None = None, epoch_events: Sequence[dict] = ()) -> dict:
+    """The test set, measured once at the end: the run's result and its 'end' event.
+
+    `epoch_events`: the run's epoch events, resumed parts included, for its mean speed (None without them).
+    """
+    s, pos, emit = session, session.position, emit or _ignore
+    test_start = time.perf_counter()
+    test_loss, test_acc, preds = evaluate_split(s, s.data.test_x, s.data.test_y)
+    confusion = confusion_matrix(s.data.test_y, preds, len(s.data.classes))
+    per_class = (confusion.diag().float() / confusion.sum(1).clamp_min(1)).tolist()
+    result = {
+        "test_accuracy": test_acc, "test_loss": test_loss, "per_class_accuracy": per_class,
+        "confusion_matrix": confusion.tolist(), "classes": list(s.data.classes), "predictions": preds.tolist(),
+        "test_images": len(s.data.test_x), "dataset": s.data.source.label, "dataset_kind": s.data.source.kind,
+        "device": device_label(s.device), "precision": precision_label(s.dtype),
+        "parameters": count_parameters(s.model), "epochs_run": pos.epoch, "global_step": pos.global_step,
+        "train_seconds": pos.elapsed, "seconds_per_epoch": pos.elapsed / max(pos.epoch, 1),
+        "images_per_s": (sum(e["images_per_s"] for e in epoch_events) / len(epoch_events)) if epoch_events else None,
+        "best_val_acc": pos.best_val_acc, "best_epoch": pos.best_epoch,
+        "eval_seconds": time.perf_counter() - test_start,
+    }
+    emit({"event": "end", "global_step": pos.global_step, "epoch": pos.epoch, "test_acc": test_acc,
+          "test_loss": test_loss, "time": pos.elapsed})
+    return result
+
+
+def save_checkpoint(session: Session, writer: RunWriter | None) -> None:
+    """State for resume and the weights, into the run folder (none: nothing to do); a failed write ends the run."""
+    if not writer:
+        return
+    s = session
+    try:
+        save_state(writer.path / "state.pt", {
+            "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
+            "scheduler": s.scheduler.state_dict(), "scaler": s.scaler.state_dict(),
+            "position": vars(s.position).copy(), "config": s.config.to_dict()})
+        save_weights(writer.path / "weights.safetensors", s.model, s.config.to_dict())
+    except OSError as err:
+        kept = "the previous checkpoint is kept, and resume continues from it" \
+            if (writer.path / "state.pt").exists() else "no checkpoint was written yet"
+        raise TrainingFailed(f"cannot write the checkpoint in {writer.path} ({err.strerror or err}): {kept}. "
+                             "Free disk space or fix the folder's permissions, then resume.") from err
+
 
 def train(config: TrainConfig, run_dir: str | Path | None = None, on_event: EventHandler | None = None,
           stop: threading.Event | None = None, resume: bool = False, data: Cifar10 | None = None) -> dict:
@@ -213,210 +490,68 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, on_event: Even
             writer.close()
 
 
+def _start_event(session: Session) -> dict:
+    s, pos = session, session.position
+    return {"event": "start", "global_step": pos.global_step, "epoch": pos.epoch, "resumed": pos.global_step > 0,
+            "device": device_label(s.device), "precision": precision_label(s.dtype),
+            "dataset": s.data.source.label, "train_images": len(s.train_x), "val_images": len(s.val_x),
+            "test_images": len(s.data.test_x), "steps_per_epoch": s.steps_per_epoch, "epochs": s.config.epochs,
+            "parameters": count_parameters(s.model), "processes": s.group.world, "time": time.time()}
+
+
 def _train(config: TrainConfig, writer: RunWriter | None, on_event: EventHandler | None, stop: threading.Event,
            state_path: Path | None, data: Cifar10 | None, group: distributed.Group) -> dict:
-    emit_handlers = [h for h in (writer.log if writer else None, on_event) if h]
+    """The run folder around the loop's parts: status, checkpoints after each epoch, stop requests, the result."""
+    handlers = [h for h in (writer.log if writer else None, on_event) if h]
 
     def emit(event: dict) -> None:
-        for handler in emit_handlers:
+        for handler in handlers:
             handler(event)
 
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = pick_device(config.device)
-    if group.active and device.type == "cuda":
-        device = torch.device("cuda", group.local_rank)
-    dtype = pick_dtype(config.precision, device)
-    data = data or load_cifar10(resolve_dataset(config.data_dir))
-    train_x, train_y, val_x, val_y = split_validation(data.train_x, data.train_y, config.val_fraction, config.seed)
-    if config.max_train_images:
-        train_x, train_y = train_x[:config.max_train_images], train_y[:config.max_train_images]
-    train_x, train_y = train_x.to(device), train_y.to(device)
-    steps_per_epoch = max(len(train_x) // config.batch_size, 1)
-    batch_size = min(config.batch_size, len(train_x))  # global: each process takes every world-th image of it
+    s = start_session(config, data, load_state(state_path) if state_path and state_path.exists() else None, group)
+    pos = s.position
 
-    torch.manual_seed(config.seed)
-    model = build(config.variant, config.norm, dropout=config.dropout, init=config.init)
-    if config.variant == "imagenet" and not (state_path is not None and state_path.exists()):
-        imagenet.load_pretrained_body(model, config.pretrained_path)  # all but the new last layer
-    if config.freeze_features:
-        model.features.requires_grad_(False)
-    model = model.to(device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(config, model)
-    scheduler, schedule_every = make_schedule(config, optimizer, steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    forward = nn.parallel.DistributedDataParallel(model) if group.active else model
-    forward = torch.compile(forward) if config.compile else forward
-    augmentation = Augment(config.crop_padding, config.flip, config.rotate_degrees, config.zoom)
-    pos = Position()
+    def set_status(state: str, **extra) -> None:
+        if writer:
+            writer.set_status(state, epoch=pos.epoch, **extra)
 
-    if state_path is not None and state_path.exists():
-        state = load_state(state_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        pos = Position(**state["position"])
     if writer and state_path is not None:
         # What a killed process logged after its checkpoint (all of it, when it died before the first one,
         # and a line it was cut off in) is redone now: the record keeps one copy of each step.
         writer.truncate_metrics_after(pos.global_step)
     if writer:
         discard_partial_writes(writer.path)
-
-    def checkpoint() -> None:
-        if not writer:
-            return
-        try:
-            save_state(writer.path / "state.pt", {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "position": vars(pos).copy(),
-                "config": config.to_dict()})
-            save_weights(writer.path / "weights.safetensors", model, config.to_dict())
-        except OSError as err:
-            kept = "the previous checkpoint is kept, and resume continues from it" \
-                if (writer.path / "state.pt").exists() else "no checkpoint was written yet"
-            raise TrainingFailed(f"cannot write the checkpoint in {writer.path} ({err.strerror or err}): {kept}. "
-                                 "Free disk space or fix the folder's permissions, then resume.") from err
-
-    if writer:
-        writer.set_status("running", epoch=pos.epoch, checkpoint=(writer.path / "state.pt").exists(),
-                          device=device_label(device), dataset=data.source.label)
-    emit({"event": "start", "global_step": pos.global_step, "epoch": pos.epoch, "resumed": pos.global_step > 0,
-          "device": device_label(device), "precision": str(dtype).replace("torch.", ""),
-          "dataset": data.source.label, "train_images": len(train_x), "val_images": len(val_x),
-          "test_images": len(data.test_x), "steps_per_epoch": steps_per_epoch, "epochs": config.epochs,
-          "parameters": count_parameters(model), "processes": group.world, "time": time.time()})
-
-    model.train()
-    window_loss = torch.zeros((), device=device)
-    window_correct = torch.zeros((), device=device, dtype=torch.long)
-    window_seen, window_start = 0, time.perf_counter()
-    stopped = False
-    while pos.epoch < config.epochs and not stopped:
-        epoch_start = time.perf_counter()
-        elapsed_at_epoch_start = pos.elapsed
-        order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(_step_seed(config.seed, pos.epoch)))
-        order = order.to(device)
-        while pos.step_in_epoch < steps_per_epoch:
-            idx = order[pos.step_in_epoch * batch_size:(pos.step_in_epoch + 1) * batch_size][group.rank::group.world]
-            step_seed = _step_seed(config.seed, 1 << 20, pos.global_step, *([group.rank] if group.active else []))
-            torch.manual_seed(step_seed)  # dropout; CUDA too
-            gen = torch.Generator(device=device).manual_seed(step_seed)
-            inputs = augment_batch(train_x[idx], augmentation, model.input_size, gen, *normalization(model))
-            if config.channels_last:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            labels = train_y[idx]
-            loss, logits = train_step(forward, optimizer, scaler, inputs, labels, device, dtype,
-                                      config.label_smoothing)
-            if schedule_every == "step":
-                scheduler.step()
-            window_loss += loss * len(idx)
-            window_correct += (logits.argmax(1) == labels).sum()
-            window_seen += len(idx)
-            pos.step_in_epoch += 1
-            pos.global_step += 1
-
-            last_of_epoch = pos.step_in_epoch == steps_per_epoch
-            stop_now = group.any(stop.is_set(), device)
-            if pos.global_step % config.log_every == 0 or last_of_epoch or stop_now:
-                totals = group.sum_(torch.stack([window_loss.float(), window_correct.float(),
-                                                 torch.tensor(float(window_seen), device=device)]))
-                window_loss_sum, window_correct_sum, window_seen = totals.tolist()
-                window_seen = int(window_seen)
-                mean_loss = window_loss_sum / window_seen
-                if not math.isfinite(mean_loss):
-                    raise TrainingFailed(f"the loss became {mean_loss} at step {pos.global_step} (epoch "
-                                         f"{pos.epoch + 1}): lower the learning rate or use a norm layer")
-                seconds = time.perf_counter() - window_start
-                pos.epoch_loss += mean_loss * window_seen
-                pos.epoch_correct += int(window_correct_sum)
-                pos.epoch_seen += window_seen
-                emit({"event": "step", "epoch": pos.epoch + (pos.step_in_epoch / steps_per_epoch),
-                      "global_step": pos.global_step, "loss": mean_loss,
-                      "acc": window_correct_sum / window_seen, "lr": optimizer.param_groups[0]["lr"],
-                      "images_per_s": window_seen / max(seconds, 1e-9),
-                      "time": elapsed_at_epoch_start + time.perf_counter() - epoch_start})
-                window_loss.zero_()
-                window_correct.zero_()
-                window_seen, window_start = 0, time.perf_counter()
-            if stop_now and not last_of_epoch:
-                stopped = True
-                break
-        pos.elapsed = elapsed_at_epoch_start + time.perf_counter() - epoch_start
-        if stopped:
-            break
-
-        train_seconds = time.perf_counter() - epoch_start
-        val_loss, val_acc, _ = evaluate(model, val_x, val_y, device, dtype, channels_last=config.channels_last) \
-            if len(val_x) else (math.nan, math.nan, None)
-        lr = optimizer.param_groups[0]["lr"]
-        if schedule_every == "epoch":
-            scheduler.step()
-        elif schedule_every == "val":
-            scheduler.step(val_loss)
-        improved = len(val_x) and val_loss < pos.best_val_loss
-        if improved:
-            pos.best_val_loss, pos.bad_epochs = val_loss, 0
-        else:
-            pos.bad_epochs += 1
-        if len(val_x) and val_acc > pos.best_val_acc:
-            pos.best_val_acc, pos.best_epoch = val_acc, pos.epoch + 1
-        emit({"event": "epoch", "epoch": pos.epoch + 1, "global_step": pos.global_step,
-              "train_loss": pos.epoch_loss / max(pos.epoch_seen, 1),
-              "train_acc": pos.epoch_correct / max(pos.epoch_seen, 1),
-              "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
-              "epoch_seconds": train_seconds, "images_per_s": pos.epoch_seen / max(train_seconds, 1e-9),
-              "time": pos.elapsed})
-        pos.epoch += 1
-        pos.step_in_epoch = pos.epoch_seen = pos.epoch_correct = 0
-        pos.epoch_loss = 0.0
+    running = dict(device=device_label(s.device), dataset=s.data.source.label)
+    set_status("running", checkpoint=bool(writer) and (writer.path / "state.pt").exists(), **running)
+    emit(_start_event(s))
+    while pos.epoch < config.epochs:
+        seconds = train_one_epoch(s, stop, emit)
+        if pos.step_in_epoch < s.steps_per_epoch:  # stopped within the epoch
+            return _stop(s, writer, emit)
+        end_epoch(s, seconds, emit)
         if config.early_stopping and pos.bad_epochs >= config.early_stopping:
             emit({"event": "early_stop", "epoch": pos.epoch, "global_step": pos.global_step,
                   "reason": f"validation loss did not improve for {pos.bad_epochs} epochs"})
-            checkpoint()
+            save_checkpoint(s, writer)
             break
-        checkpoint()
-        if writer:
-            writer.set_status("running", epoch=pos.epoch, checkpoint=True, device=device_label(device),
-                              dataset=data.source.label)
-        if group.any(stop.is_set(), device):
-            stopped = pos.epoch < config.epochs
-
-    if stopped:
-        checkpoint()
-        if writer:
-            writer.set_status("stopped", epoch=pos.epoch, global_step=pos.global_step, checkpoint=True,
-                              reason="stopped by request; resume continues from here")
-        emit({"event": "stopped", "global_step": pos.global_step, "epoch": pos.epoch})
-        return {}
-
-    test_start = time.perf_counter()
-    test_loss, test_acc, preds = evaluate(model, data.test_x, data.test_y, device, dtype,
-                                          channels_last=config.channels_last)
-    confusion = confusion_matrix(data.test_y, preds, len(data.classes))
-    per_class = (confusion.diag().float() / confusion.sum(1).clamp_min(1)).tolist()
+        save_checkpoint(s, writer)
+        set_status("running", checkpoint=True, **running)
+        if s.group.any(stop.is_set(), s.device) and pos.epoch < config.epochs:
+            return _stop(s, writer, emit)
     epochs = [e for e in read_metrics(writer.path / "metrics.jsonl") if e.get("event") == "epoch"] if writer else []
-    result = {
-        "test_accuracy": test_acc, "test_loss": test_loss, "per_class_accuracy": per_class,
-        "confusion_matrix": confusion.tolist(), "classes": list(data.classes), "predictions": preds.tolist(),
-        "test_images": len(data.test_x), "dataset": data.source.label, "dataset_kind": data.source.kind,
-        "device": device_label(device), "precision": str(dtype).replace("torch.", ""),
-        "parameters": count_parameters(model), "epochs_run": pos.epoch, "global_step": pos.global_step,
-        "train_seconds": pos.elapsed, "seconds_per_epoch": pos.elapsed / max(pos.epoch, 1),
-        "images_per_s": (sum(e["images_per_s"] for e in epochs) / len(epochs)) if epochs else None,
-        "best_val_acc": pos.best_val_acc, "best_epoch": pos.best_epoch,
-        "eval_seconds": time.perf_counter() - test_start,
-    }
-    emit({"event": "end", "global_step": pos.global_step, "epoch": pos.epoch, "test_acc": test_acc,
-          "test_loss": test_loss, "time": pos.elapsed})
+    result = finish(s, emit, epochs)
     if writer:
         writer.write_result(result)
-        writer.set_status("finished", epoch=pos.epoch, global_step=pos.global_step, checkpoint=True)
+    set_status("finished", global_step=pos.global_step, checkpoint=True)
     return result
 
 
-def read_config(run_dir: str | Path) -> TrainConfig:
-    return TrainConfig.from_dict(read_json(Path(run_dir) / "config.json", {}))
+def _stop(session: Session, writer: RunWriter | None, emit: EventHandler) -> dict:
+    """A stop request honoured: a checkpoint, the state 'stopped', the event; no result."""
+    pos = session.position
+    save_checkpoint(session, writer)
+    if writer:
+        writer.set_status("stopped", epoch=pos.epoch, global_step=pos.global_step, checkpoint=True,
+                          reason="stopped by request; resume continues from here")
+    emit({"event": "stopped", "global_step": pos.global_step, "epoch": pos.epoch})
+    return {}
