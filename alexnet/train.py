@@ -13,6 +13,10 @@ test set. `train` puts the run folder around them: status, checkpoints, stop req
 Reproducibility: the split, each epoch's order and each step's augmentation and dropout are
 seeded from (seed, epoch) and (seed, step), so a run resumed at any checkpoint continues
 exactly as if it had never stopped, without saving random-number-generator states.
+
+With `compile`, a compilation that fails (in the first training step, or in an evaluation) does
+not end the run: it goes on in eager mode and says why, on stdout (the run's log) and in a
+`compile_failed` event.
 """
 from __future__ import annotations
 
@@ -131,9 +135,14 @@ def precision_label(dtype: torch.dtype) -> str:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-             dtype: torch.dtype = torch.float32, batch_size: int = 500, channels_last: bool = False
-             ) -> tuple[float, float, torch.Tensor]:
-    """Mean loss, accuracy and the predicted class of every image (uint8 images, any device)."""
+             dtype: torch.dtype = torch.float32, batch_size: int = 500, channels_last: bool = False,
+             forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[float, float, torch.Tensor]:
+    """Mean loss, accuracy and the predicted class of every image (uint8 images, any device).
+
+    `forward` computes the logits in the model's place (the compiled model); `model` gives the input
+    size, the normalisation and the eval mode.
+    """
+    forward = model if forward is None else forward
     was_training = model.training
     model.eval()
     total_loss, predictions = 0.0, []
@@ -143,7 +152,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.d
             if channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             with autocast(device, dtype):
-                logits = model(inputs).float()
+                logits = forward(inputs).float()
             labels = y[i:i + batch_size].to(device)
             total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
             predictions.append(logits.argmax(1).cpu())
@@ -203,6 +212,8 @@ class Session:
     config: TrainConfig
     model: nn.Module              # the weights: what checkpoints save and evaluation switches to eval mode
     forward: nn.Module            # what a training step calls: the model, wrapped for DDP and/or compiled
+    eager_forward: nn.Module      # the same without torch.compile, where a failed compilation falls back to
+    evaluator: nn.Module          # what evaluation calls: the model, or the compiled model
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     schedule_every: str           # when the scheduler steps: 'step', 'epoch' or 'val' (on the validation loss)
@@ -218,6 +229,7 @@ class Session:
     steps_per_epoch: int
     batch_size: int               # global: each process takes every world-th image of it
     position: Position = field(default_factory=Position)
+    compile_unproven: bool = False  # a compiled training step is still to succeed: the first may fall back to eager
 
     @property
     def augmentation(self) -> Augment:
@@ -261,11 +273,14 @@ def start_session(config: TrainConfig, data: Cifar10 | None = None, state: dict 
     optimizer = make_optimizer(config, model)
     scheduler, schedule_every = make_schedule(config, optimizer, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    forward = nn.parallel.DistributedDataParallel(model) if group.active else model
-    forward = torch.compile(forward) if config.compile else forward
-    session = Session(config, model, forward, optimizer, scheduler, schedule_every, scaler, data,
+    eager = nn.parallel.DistributedDataParallel(model) if group.active else model
+    forward, evaluator = eager, model
+    if config.compile:
+        forward = torch.compile(eager)
+        evaluator = torch.compile(model) if group.active else forward
+    session = Session(config, model, forward, eager, evaluator, optimizer, scheduler, schedule_every, scaler, data,
                       train_x.to(device), train_y.to(device), val_x, val_y, device, dtype, group, steps_per_epoch,
-                      min(config.batch_size, len(train_x)))
+                      min(config.batch_size, len(train_x)), compile_unproven=config.compile)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -303,12 +318,21 @@ def training_batch(session: Session, order: torch.Tensor) -> tuple[torch.Tensor,
     return inputs, s.train_y[idx]
 
 
-def session_step(session: Session, inputs: torch.Tensor, labels: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`train_step` on a batch of `training_batch`, the per-step schedule, and the position one step on."""
+def session_step(session: Session, inputs: torch.Tensor, labels: torch.Tensor,
+                 emit: EventHandler | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`train_step` on a batch of `training_batch`, the per-step schedule, and the position one step on.
+
+    The first compiled step may fail to compile: then it is taken again eagerly from the same state
+    (the optimizer has not stepped; gradients, BN statistics and the dropout seed are put back) and the
+    session goes on without torch.compile, saying why (see `_compile_failed`).
+    """
     s = session
-    loss, logits = train_step(s.forward, s.optimizer, s.scaler, inputs, labels, s.device, s.dtype,
-                              s.config.label_smoothing)
+
+    def step() -> tuple[torch.Tensor, torch.Tensor]:
+        return train_step(s.forward, s.optimizer, s.scaler, inputs, labels, s.device, s.dtype,
+                          s.config.label_smoothing)
+
+    loss, logits = _first_compiled_step(s, step, emit) if s.compile_unproven else step()
     if s.schedule_every == "step":
         s.scheduler.step()
     s.position.step_in_epoch += 1
@@ -316,10 +340,66 @@ def session_step(session: Session, inputs: torch.Tensor, labels: torch.Tensor
     return loss, logits
 
 
-def evaluate_split(session: Session, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, torch.Tensor]:
-    """`evaluate` with the session's model and settings."""
+def _first_compiled_step(session: Session, step: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+                         emit: EventHandler | None) -> tuple[torch.Tensor, torch.Tensor]:
+    saved = [b.detach().clone() for b in session.model.buffers()]  # BN statistics a failed attempt may have moved
+    try:
+        result = step()
+    except Exception as err:  # whatever compiling raised: dynamo's errors have no public type to catch
+        with torch.no_grad():
+            for buffer, value in zip(session.model.buffers(), saved):
+                buffer.copy_(value)
+        session.model.zero_grad(set_to_none=True)
+        torch.manual_seed(_batch_seed(session))  # the eager attempt's dropout draws what the failed one drew
+        _compile_failed(session, "training step", err, emit)
+        result = step()
+    session.compile_unproven = False
+    return result
+
+
+def _error_summary(err: BaseException, limit: int = 500) -> str:
+    """'Type: message' up to the message's first blank line (dynamo appends advice on logging), shortened."""
+    text = " ".join(str(err).strip().split("\n\n")[0].split())
+    summary = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return summary if len(summary) <= limit else summary[:limit - 1] + "…"
+
+
+def _compile_failed(session: Session, during: str, err: BaseException, emit: EventHandler | None) -> None:
+    """Go on eagerly after a failed compilation, and say so on stdout (the run's log) and as an event.
+
+    A failed training step leaves nothing compiled (an evaluation would only try again what failed);
+    a failed evaluation leaves the training step compiled, which has worked by then.
+    """
+    if during == "training step":
+        session.forward, session.compile_unproven = session.eager_forward, False
+    session.evaluator = session.model
+    pos, reason = session.position, _error_summary(err)
+    print(f"torch.compile failed in the {during} at step {pos.global_step}; going on in eager mode. {reason}",
+          flush=True)
+    if emit:
+        emit({"event": "compile_failed", "during": during, "global_step": pos.global_step, "epoch": pos.epoch,
+              "reason": reason})
+
+
+def evaluate_split(session: Session, x: torch.Tensor, y: torch.Tensor, emit: EventHandler | None = None
+                   ) -> tuple[float, float, torch.Tensor]:
+    """`evaluate` with the session's model and settings.
+
+    A compiled evaluation compiles anew (no_grad, eval mode, other batch sizes) and may fail where training
+    did not: it is then done again eagerly, as evaluation changes no state, and stays eager.
+    """
     s = session
-    return evaluate(s.model, x, y, s.device, s.dtype, channels_last=s.config.channels_last)
+
+    def run(forward: nn.Module) -> tuple[float, float, torch.Tensor]:
+        return evaluate(s.model, x, y, s.device, s.dtype, channels_last=s.config.channels_last, forward=forward)
+
+    if s.evaluator is s.model:
+        return run(s.model)
+    try:
+        return run(s.evaluator)
+    except Exception as err:  # as in _first_compiled_step
+        _compile_failed(s, "evaluation", err, emit)
+        return run(s.model)
 
 
 def _ignore(event: dict) -> None:
@@ -376,7 +456,7 @@ def train_one_epoch(session: Session, stop: threading.Event | None = None,
     window = _Window(s.device)
     while pos.step_in_epoch < s.steps_per_epoch:
         inputs, labels = training_batch(s, order)
-        loss, logits = session_step(s, inputs, labels)
+        loss, logits = session_step(s, inputs, labels, emit)
         window.add(loss, logits, labels)
         last_of_epoch = pos.step_in_epoch == s.steps_per_epoch
         stop_now = s.group.any(stop is not None and stop.is_set(), s.device)
@@ -392,7 +472,7 @@ def train_one_epoch(session: Session, stop: threading.Event | None = None,
 def end_epoch(session: Session, train_seconds: float, emit: EventHandler | None = None) -> None:
     """After an epoch's last step: validation, the schedule, the best so far, the epoch event; on to the next."""
     s, pos, emit = session, session.position, emit or _ignore
-    val_loss, val_acc, _ = evaluate_split(s, s.val_x, s.val_y) if len(s.val_x) else (math.nan, math.nan, None)
+    val_loss, val_acc, _ = evaluate_split(s, s.val_x, s.val_y, emit) if len(s.val_x) else (math.nan, math.nan, None)
     lr = s.optimizer.param_groups[0]["lr"]
     if s.schedule_every == "epoch":
         s.scheduler.step()
@@ -420,7 +500,7 @@ def finish(session: Session, emit: EventHandler | None = None, epoch_events: Seq
     """
     s, pos, emit = session, session.position, emit or _ignore
     test_start = time.perf_counter()
-    test_loss, test_acc, preds = evaluate_split(s, s.data.test_x, s.data.test_y)
+    test_loss, test_acc, preds = evaluate_split(s, s.data.test_x, s.data.test_y, emit)
     confusion = confusion_matrix(s.data.test_y, preds, len(s.data.classes))
     per_class = (confusion.diag().float() / confusion.sum(1).clamp_min(1)).tolist()
     result = {
