@@ -168,7 +168,7 @@ def train_step(forward: nn.Module, optimizer: torch.optim.Optimizer, scaler: tor
                label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step on a prepared batch under autocast; returns the detached mean loss and logits.
 
-    The training loop and bench/throughput.py both call this, so the benchmark times the real step.
+    The loop calls it through `session_step`, as do the benchmarks, so they time the real step.
     """
     with autocast(device, dtype):
         logits = forward(inputs)

@@ -124,6 +124,31 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Non
         print(line(r))
 
 
+def loop_step(session) -> Callable[[], None]:
+    """One step of the training loop at a time, as `alexnet.train.train_one_epoch` takes it: the batch at the
+    session's position (`training_batch`), the step (`session_step`), and a new epoch's order after the last."""
+    from alexnet.train import epoch_order, session_step, training_batch
+
+    order = epoch_order(session)
+
+    def step() -> None:
+        nonlocal order
+        if session.position.step_in_epoch == session.steps_per_epoch:
+            session.position.next_epoch()
+            order = epoch_order(session)
+        session_step(session, *training_batch(session, order))
+
+    return step
+
+
+def as_dataset(images: torch.Tensor, labels: torch.Tensor, label: str):
+    """Training images (`load_images`) as the dataset a training session takes; no test images."""
+    from alexnet.data import CIFAR10_CLASSES, Cifar10, DatasetSource
+
+    source = DatasetSource("benchmark", Path(label), len(images), 0)  # a kind of its own: never named in a record
+    return Cifar10(images, labels, images[:0], labels[:0], CIFAR10_CLASSES, source)
+
+
 def load_images(data: str, count: int = 0) -> tuple[torch.Tensor, torch.Tensor, str]:
     """Training images (uint8 N x 3 x 32 x 32) and labels: the mini subset, another folder, or 'synthetic'."""
     if data == "synthetic":

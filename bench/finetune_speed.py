@@ -2,8 +2,8 @@
 
     python bench/finetune_speed.py [--device cpu] [--threads N] [--batch-size 64] [--steps 6] [--precision auto]
 
-Times `--steps` real training steps as the training loop takes them (augment on the device, upsample to
-224x224, forward, backward, optimizer step) on CIFAR-10 images, frozen conv layers and all layers
+Times `--steps` steps of the training loop itself (`alexnet.train`'s session and step: augment on the
+device, upsample to 224x224, forward, backward, optimizer step) on CIFAR-10 images, frozen conv layers and all layers
 trained, after warm-up. Random weights: the speed does not depend on them. The epoch time is an
 extrapolation, steps per epoch times the median step, for the dataset `--data` resolves to (the mini
 subset by default, as in the tests); it leaves out the validation pass and the checkpoint, which
@@ -13,52 +13,38 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import MINI, loop_step, sync
 
-from alexnet.config import TrainConfig  # noqa: E402
-from alexnet.data import Augment, augment_batch, load_cifar10, normalization, resolve_dataset  # noqa: E402
-from alexnet.models import build  # noqa: E402
-from alexnet.train import autocast, device_label, evaluate, make_optimizer, pick_device, pick_dtype  # noqa: E402
-
-MINI = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar-10-mini"
+from alexnet.config import TrainConfig
+from alexnet.data import load_cifar10, resolve_dataset
+from alexnet.train import Session, device_label, evaluate_split, pick_device, precision_label, start_session
 
 
-def step_seconds(freeze: bool, args, data, device, dtype) -> list[float]:
+def fine_tuning_session(freeze: bool, args, data, device: torch.device) -> Session:
+    """The imagenet-finetune recipe's session, with random weights (the speed does not depend on them)."""
     config = TrainConfig(variant="imagenet", norm="none", batch_size=args.batch_size, freeze_features=freeze,
-                         features_lr_scale=0.1, lr=0.01)
-    torch.manual_seed(0)
-    model = build("imagenet", "none", init="torch")
-    if freeze:
-        model.features.requires_grad_(False)
-    model = model.to(device).to(memory_format=torch.channels_last).train()
-    optimizer = make_optimizer(config, model)
-    gen = torch.Generator(device=device).manual_seed(0)
-    x, y = data.train_x.to(device), data.train_y.to(device)
-    times = []
-    for step in range(args.warmup + args.steps):
-        idx = torch.randint(0, len(x), (args.batch_size,), generator=torch.Generator().manual_seed(step)).to(device)
+                         features_lr_scale=0.1, lr=0.01, init="torch", precision=args.precision, device=str(device),
+                         val_fraction=args.val_fraction)
+    return start_session(config, data, pretrained=False)
+
+
+def step_seconds(session: Session, args) -> list[float]:
+    """Seconds of each timed step of the training loop's own step (`common.loop_step`), after warm-up."""
+    step, times = loop_step(session), []
+    for i in range(args.warmup + args.steps):
         start = time.perf_counter()
-        inputs = augment_batch(x[idx], Augment(), model.input_size, gen, *normalization(model))
-        inputs = inputs.contiguous(memory_format=torch.channels_last)
-        with autocast(device, dtype):
-            loss = F.cross_entropy(model(inputs).float(), y[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if step >= args.warmup:
+        step()
+        sync(session.device)
+        if i >= args.warmup:
             times.append(time.perf_counter() - start)
     if args.eval:
+        data = session.data
         start = time.perf_counter()
-        evaluate(model, data.test_x[:args.eval], data.test_y[:args.eval], device, dtype, channels_last=True)
+        evaluate_split(session, data.test_x[:args.eval], data.test_y[:args.eval])
         print(f"  evaluation: {(time.perf_counter() - start) / args.eval * 1000:.1f} ms per image")
     return times
 
@@ -78,19 +64,20 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    dtype = pick_dtype(args.precision, device)
     data = load_cifar10(resolve_dataset(args.data))
-    train_images = len(data.train_x) - int(round(len(data.train_x) * args.val_fraction))
-    steps_per_epoch = max(train_images // args.batch_size, 1)
-    print(f"{device_label(device)}, {torch.get_num_threads()} threads, {str(dtype).replace('torch.', '')}, "
-          f"torch {torch.__version__}; {data.source.label}: {train_images:,} training images, batch {args.batch_size}, "
-          f"{steps_per_epoch} steps per epoch; median of {args.steps} steps after {args.warmup} of warm-up")
     for freeze in (True, False):
-        times = step_seconds(freeze, args, data, device, dtype)
+        session = fine_tuning_session(freeze, args, data, device)
+        if freeze:
+            print(f"{device_label(device)}, {torch.get_num_threads()} threads, {precision_label(session.dtype)}, "
+                  f"torch {torch.__version__}; {data.source.label}: {len(session.train_x):,} training images, "
+                  f"batch {args.batch_size}, {session.steps_per_epoch} steps per epoch; median of {args.steps} "
+                  f"steps after {args.warmup} of warm-up")
+        times = step_seconds(session, args)
         median = statistics.median(times)
         print(f"{'frozen conv layers' if freeze else 'all layers trained':20} {median:6.2f} s per step "
               f"({min(times):.2f}-{max(times):.2f}), {args.batch_size / median:6.1f} images/s -> about "
-              f"{median * steps_per_epoch / 60:.1f} min per epoch (extrapolated, training steps only)")
+              f"{median * session.steps_per_epoch / 60:.1f} min per epoch (extrapolated, training steps only)")
+        del session  # one 57 M-parameter model and its optimizer at a time
     return 0
 
 

@@ -4,9 +4,10 @@
                                [--batch 128] [--paper-batch 32] [--paper-steps 4] [--workers 0]
                                [--data DIR|synthetic] [--device cpu] [--threads N] [--precision auto]
 
-Engine: the real training step, `alexnet.train.train_step`, on a batch made as the loop makes
-it (uint8 images on the device, `augment_batch`, channels_last), with the precision
-`pick_dtype` picks (bf16 autocast on CPUs with AVX-512 bf16) and the project's LRN.
+Engine: the training loop's own step on a session of `alexnet.train.start_session` (the batch
+`training_batch` makes: uint8 images on the device, `augment_batch`, channels_last; then
+`session_step`), with the precision `pick_dtype` picks (bf16 autocast on CPUs with AVX-512
+bf16) and the project's LRN.
 
 Reference: a loop written the way the earlier reimplementations write it: torchvision
 transforms applied image by image to PIL images through a DataLoader, float32, contiguous
@@ -26,13 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import default_data, interleaved, load_images, machine, print_table
+from common import as_dataset, default_data, interleaved, load_images, loop_step, machine, print_table
 
 from alexnet.config import TrainConfig
-from alexnet.data import Augment, augment_batch, normalization
+from alexnet.data import normalization
 from alexnet.lrn import LocalResponseNorm
 from alexnet.models import VARIANTS, build
-from alexnet.train import make_optimizer, pick_device, pick_dtype, train_step
+from alexnet.train import pick_device, precision_label, start_session
 
 
 def swap_lrn(model: nn.Module, make_layer: Callable[[], nn.Module]) -> nn.Module:
@@ -52,32 +53,15 @@ def torch_lrn(alpha: float = 1e-4) -> nn.Module:
 def engine_step(variant: str, norm: str, batch: int, images: torch.Tensor, labels: torch.Tensor,
                 device: torch.device, precision: str = "auto", lrn_layer: Callable[[], nn.Module] | None = None
                 ) -> tuple[Callable[[], None], torch.dtype]:
-    """One step of alexnet.train's loop, with TrainConfig's defaults for everything not named here.
+    """One step of alexnet.train's loop, on a session it builds with TrainConfig's defaults for all not named here.
 
     `lrn_layer` makes the layers that replace the project's LRN, to compare LRN implementations alone.
     """
-    config = TrainConfig(variant=variant, norm=norm, batch_size=batch, precision=precision)
-    dtype = pick_dtype(config.precision, device)
-    torch.manual_seed(0)
-    model = build(variant, norm, dropout=config.dropout, init=config.init)
-    model = (swap_lrn(model, lrn_layer) if lrn_layer else model).to(device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model.train()
-    optimizer = make_optimizer(config, model)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    augmentation = Augment(config.crop_padding, config.flip, config.rotate_degrees, config.zoom)
-    x, y = images.to(device), labels.to(device)
-    gen = torch.Generator(device=device).manual_seed(0)
-
-    def step() -> None:
-        idx = torch.randint(0, len(x), (batch,), generator=gen, device=device)
-        inputs = augment_batch(x[idx], augmentation, model.input_size, gen, *normalization(model))
-        if config.channels_last:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        train_step(model, optimizer, scaler, inputs, y[idx], device, dtype, config.label_smoothing)
-
-    return step, dtype
+    config = TrainConfig(variant=variant, norm=norm, batch_size=batch, precision=precision, device=str(device))
+    session = start_session(config, as_dataset(images, labels, "benchmark images"))
+    if lrn_layer:  # LRN layers hold no parameters: the optimizer's are the same
+        swap_lrn(session.model, lambda: lrn_layer().to(session.device))
+    return loop_step(session), session.dtype
 
 
 class PILImages(torch.utils.data.Dataset):
@@ -187,7 +171,7 @@ def main() -> int:
             print(f"  {variant}/{norm}: engine {batch / e.median_wall:.0f} img/s, "
                   f"reference {batch / r.median_wall:.0f} img/s", flush=True)
     print()
-    print(f"engine: {str(engine_dtype).replace('torch.', '')} ({args.precision}), channels_last, uint8 batches "
+    print(f"engine: {precision_label(engine_dtype)} ({args.precision}), channels_last, uint8 batches "
           f"augmented on the device, SGD; reference: float32, NCHW, PIL transforms in a DataLoader "
           f"(num_workers={args.workers}), torch's LRN, Adam. Median step after {args.warmup} warm-up steps "
           f"(variants larger than 64 pixels: 1), paths alternating in blocks.")

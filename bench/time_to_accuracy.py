@@ -3,23 +3,23 @@
     python bench/time_to_accuracy.py [--target 0.55] [--max-epochs 15] [--engine-epochs N] [--precision fp32]
                                      [--data DIR] [--device cpu] [--threads N] [--workers 0] [--skip-reference]
 
-Engine: `alexnet.train.train` with the "fast-cpu-demo" preset (cifar variant, BN, SGD one-cycle,
-batch 64, bf16 autocast where the CPU has it, channels_last; 10% of the training images held
-out for validation), run for the preset's own length (its schedule depends on it) unless
---engine-epochs says otherwise. Reference: the loop of bench/throughput.py (torchvision
-transforms on PIL images, float32, NCHW) with Adam at 1e-3, batch 128, PyTorch's default init,
-all training images, up to --max-epochs.
+Engine: the training loop's own parts (`alexnet.train.start_session`, `train_one_epoch`,
+`end_epoch`: all that `train` runs but the run folder) with the "fast-cpu-demo" preset (cifar
+variant, BN, SGD one-cycle, batch 64, bf16 autocast where the CPU has it, channels_last; 10% of
+the training images held out for validation), run for the preset's own length (its schedule
+depends on it) unless --engine-epochs says otherwise. Reference: the loop of bench/throughput.py
+(torchvision transforms on PIL images, float32, NCHW) with Adam at 1e-3, batch 128, PyTorch's
+default init, all training images, up to --max-epochs.
 
-Both are evaluated on the test batch at the end of every epoch (the engine through its on_event
-hook); evaluation is not counted. The clock is training time only: steps with their data
-loading and augmentation (for the engine, the time its epoch events report, which leaves out
-its own validation pass too). A recipe that does not get there says "not reached".
+Both are evaluated on the test batch at the end of every epoch; evaluation is not counted. The
+clock is training time only: steps with their data loading and augmentation (for the engine, the
+time its epoch events report, which leaves out its own validation pass too). A recipe that does
+not get there says "not reached".
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -30,9 +30,9 @@ from common import MINI, machine, print_table
 from throughput import reference_loader, reference_model
 
 from alexnet.data import load_cifar10
-from alexnet.models import AlexNet
 from alexnet.presets import get as get_preset
-from alexnet.train import evaluate, pick_device, pick_dtype, train
+from alexnet.train import (end_epoch, evaluate, evaluate_split, pick_device, precision_label, start_session,
+                           train_one_epoch)
 
 
 @dataclass
@@ -70,39 +70,19 @@ class Curve:
 
 def engine_curve(data, target: float, device_name: str, epochs: int | None, precision: str | None = None
                  ) -> tuple[Curve, str]:
-    preset = get_preset("fast-cpu-demo")
-    config = preset.config(epochs=epochs)
+    """The preset's run through the training loop's own parts, the test set measured after each epoch."""
+    config = get_preset("fast-cpu-demo").config(epochs=epochs)
     config.device = device_name
     config.precision = precision or config.precision
-    device = pick_device(config.device)
-    dtype = pick_dtype(config.precision, device)
-    curve = Curve(f"engine, fast-cpu-demo preset ({config.epochs} epochs, {str(dtype).replace('torch.', '')})",
-                  target)
-    stop = threading.Event()
-    captured: list[AlexNet] = []
-
-    def capture(module, _inputs):
-        if isinstance(module, AlexNet) and not captured:
-            captured.append(module)
-
-    # The model train() builds is caught at its first forward call; the global hook then goes away.
-    handle = torch.nn.modules.module.register_module_forward_pre_hook(capture)
-
-    def on_event(event: dict) -> None:
-        if captured:
-            handle.remove()
-        if event["event"] == "epoch":
-            _, accuracy, _ = evaluate(captured[0], data.test_x, data.test_y, device, dtype,
-                                      channels_last=config.channels_last)
-            if curve.add(event["epoch"], event["time"], accuracy):
-                stop.set()  # the run stops at the end of this epoch
-
-    try:
-        train(config, on_event=on_event, stop=stop, data=data)
-    finally:
-        handle.remove()
+    session = start_session(config, data)
+    curve = Curve(f"engine, fast-cpu-demo preset ({config.epochs} epochs, {precision_label(session.dtype)})", target)
+    while session.position.epoch < config.epochs:
+        end_epoch(session, train_one_epoch(session))
+        _, accuracy, _ = evaluate_split(session, data.test_x, data.test_y)
+        if curve.add(session.position.epoch, session.position.elapsed, accuracy):
+            break
     detail = (f"{config.optimizer.upper()} lr {config.lr} {config.schedule}, batch {config.batch_size}, "
-              f"dropout {config.dropout}, {str(dtype).replace('torch.', '')}, channels_last, "
+              f"dropout {config.dropout}, {precision_label(session.dtype)}, channels_last, "
               f"{1 - config.val_fraction:.0%} of the training images")
     return curve, detail
 
