@@ -511,6 +511,11 @@ def live_view(root, active_when_drawn: frozenset[str]) -> None:
         st.session_state.pop("train.run", None)
         st.rerun()
     draw_state(run)
+    failed_compile = next((e for e in reversed(run.metrics) if e.get("event") == "compile_failed"), None)
+    if failed_compile:
+        st.container(key="train.compile_failed").warning(
+            f"**torch.compile failed** in the {failed_compile['during']} at step {failed_compile['global_step']:,}: "
+            f"the run went on without it, in eager mode. {failed_compile['reason']}", icon=":material/warning:")
     progress = run_progress(run)
     st.progress(progress.fraction, text=progress.text)
     start = next((e for e in reversed(run.metrics) if e.get("event") == "start"), {})

@@ -8,10 +8,12 @@ receives the traced graph), here one that raises as a failing compiler does, han
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from streamlit.testing.v1 import AppTest
 
 from alexnet.config import TrainConfig
 from alexnet.data import Cifar10
@@ -126,6 +128,22 @@ def test_a_stop_and_resume_with_a_failing_compiler_still_equals_the_eager_run(mi
     stopped_at = next(e["global_step"] for e in events if e["event"] == "stopped")
     assert [e["global_step"] for e in events if e["event"] == "compile_failed"] == [0, stopped_at]
     assert_same_numbers(eager, parts)
+
+
+def test_the_train_page_says_that_a_run_went_on_without_compiling(mini_data, mini_dir, runs_dir, monkeypatch):
+    broken_compiler(monkeypatch, lambda: True)
+    config = TrainConfig(**TINY, compile=True)
+    train(config, RunWriter.create(runs_dir, "uncompiled", config.to_dict()).path, data=small(mini_data))
+    monkeypatch.setenv("ALEXNET_DATA", str(mini_dir))
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/train.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="train.run").value == "uncompiled"
+    shown = [w.value for w in at.warning if "torch.compile failed" in w.value]
+    assert len(shown) == 1 and "in the training step at step 0" in shown[0] and "eager mode" in shown[0]
+    assert "this compiler is broken" in shown[0]
 
 
 @pytest.mark.parametrize("norm", ["lrn", "bn"])
