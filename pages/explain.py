@@ -1,4 +1,5 @@
-"""Explain: where the network looks (Grad-CAM and two more captum maps), its feature maps and its filters."""
+"""Explain: where the network looks (Grad-CAM, other attribution methods and their sanity check), its feature maps
+and its filters."""
 from __future__ import annotations
 
 import streamlit as st
@@ -11,6 +12,7 @@ from pages._shared.attribution_view import class_choice, methods_panel
 
 st.title("Explain")
 st.caption("Why did the network answer what it did? Grad-CAM shows which regions raised the chosen class's score; "
+           "other methods show it their way, each with a check that its map depends on what the network learned; "
            "feature maps show what each channel of a layer responds to in this image; filters show the weights "
            "themselves.")
 
