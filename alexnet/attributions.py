@@ -83,7 +83,9 @@ def _cam(name: str, formula: Callable[[torch.Tensor, torch.Tensor | None], torch
             acts, grads = _activations(model, x, conv, target if needs_grads else None)
             cam = formula(acts[0].float(), None if grads is None else grads[0].float())
         return Attribution(name, conv.title, target, _to_input_size(cam, x))
-    method.__name__ = name
+    method.__name__ = method.__qualname__ = formula.__name__.lstrip("_")
+    method.__doc__ = f"{name} of conv `layer` (default: the last) for class `target` (default: the predicted one), " \
+                     f"upsampled bilinearly to the input size.\n\n{formula.__doc__}"
     return method
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 from torch import nn
 
 from alexnet import attributions, charts, sanity
@@ -17,7 +18,7 @@ from alexnet.predict import Prediction
 PREDICTED = "the predicted class"
 
 
-def class_choice(container, prediction: Prediction, key: str) -> int:
+def class_choice(container: DeltaGenerator, prediction: Prediction, key: str) -> int:
     """A searchable class box (the predicted class first) in `container`; returns the class index.
 
     Every option's label is the same for every image: the browser keeps the label an option had when it was
