@@ -164,9 +164,17 @@ def curves_figure(runs: Mapping[str, Sequence[dict]] | Iterable[tuple[str, Seque
 import numpy as np  # noqa: E402  (this section's own imports, kept beside it)
 
 __all__ += ["probability_bars", "image_figure", "overlay_figure", "signed_rgb", "mosaic_figure",
-            "feature_maps_figure", "fit_height", "MOSAIC_WIDTH"]
+            "feature_maps_figure", "cascade_figure", "fit_height", "MOSAIC_WIDTH", "HEAT_SCALE", "ACTIVATION_SCALE",
+            "SIGNED_SCALE"]
 
 _TOP_COLOR, _OTHER_COLOR, _TRUE_COLOR = "#1f77b4", "#c7d4e3", "#2ca02c"
+
+# Colour scales whose lightness changes monotonically, so equal steps in value read as equal steps in colour
+# (never jet or a rainbow, whose bright yellow band in the middle reads as a peak that is not there).
+HEAT_SCALE = "Inferno"      # one-sided attribution maps: black (none) to pale yellow (most)
+ACTIVATION_SCALE = "Viridis"  # activations: dark blue (0) to yellow
+SIGNED_SCALE = "RdBu_r"     # signed values: ColorBrewer's diverging blue-white-red, as light at 0 as at the
+                            # other end is dark, the same lightness for +v and -v
 
 
 def _picture_layout(fig: go.Figure, title: str | None, height: int) -> go.Figure:
@@ -209,8 +217,8 @@ def overlay_figure(rgb: np.ndarray, heat: np.ndarray, opacity: float = 0.5, titl
                    diverging: bool = False, colorbar: str = "", height: int = 320) -> go.Figure:
     """A map laid over the image it explains (same height and width), with `opacity` 0 (image) to 1 (map).
 
-    Zero is transparent-blue at the bottom of a one-sided scale; a diverging map gets a
-    symmetric red-blue scale with white at zero.
+    A one-sided map runs from black (0) to pale yellow (its peak) on inferno; a diverging map gets a
+    symmetric red-blue scale with white at zero. The colour bar lies under the picture.
     """
     if heat.shape[:2] != rgb.shape[:2]:
         raise ValueError(f"the map {heat.shape[:2]} and the image {rgb.shape[:2]} differ in size")
@@ -218,8 +226,8 @@ def overlay_figure(rgb: np.ndarray, heat: np.ndarray, opacity: float = 0.5, titl
     finite = heat[np.isfinite(heat)]
     peak = float(np.abs(finite).max()) if finite.size else 1.0
     peak = peak or 1.0
-    scale = dict(colorscale="RdBu_r", zmin=-peak, zmax=peak) if diverging else \
-        dict(colorscale="Jet", zmin=0, zmax=peak)
+    scale = dict(colorscale=SIGNED_SCALE, zmin=-peak, zmax=peak) if diverging else \
+        dict(colorscale=HEAT_SCALE, zmin=0, zmax=peak)
     fig.add_trace(go.Heatmap(z=heat, opacity=opacity, **scale,  # ticks 0.0001 .. 0.0003 or 1e-6, never 100µ
                              colorbar=dict(title=dict(text=colorbar, side="right"), orientation="h", thickness=10,
                                            y=-0.02, yanchor="top", len=0.9, tickformat=".2~g", nticks=5),
@@ -261,7 +269,8 @@ def mosaic_figure(mosaic: np.ndarray, title: str | None = None, diverging: bool 
         return _picture_layout(fig, title, height or fit_height(*mosaic.shape[:2], extra=extra))
     finite = mosaic[np.isfinite(mosaic)]
     peak = float(np.abs(finite).max()) if finite.size else 1.0
-    scale = dict(colorscale="RdBu_r", zmid=0, zmin=-peak, zmax=peak) if diverging else dict(colorscale="Viridis")
+    scale = dict(colorscale=SIGNED_SCALE, zmid=0, zmin=-peak, zmax=peak) if diverging else \
+        dict(colorscale=ACTIVATION_SCALE)
     fig = go.Figure(go.Heatmap(z=mosaic, hovertemplate=f"{hover} %{{z:.3g}}<extra></extra>",
                                colorbar=dict(_BAR_BELOW, tickformat=".2~g"), **scale))
     return _picture_layout(fig, title, height or fit_height(*mosaic.shape, extra=extra + 45))
@@ -287,9 +296,30 @@ def feature_maps_figure(maps: np.ndarray, channels: Sequence[int], columns: int 
         labels[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = channels[i]
     bar = dict(_BAR_BELOW, title=dict(text="of max" if per_map_scale else "activation", side="right"),
                tickformat=".2~g")
-    fig = go.Figure(go.Heatmap(z=grid, customdata=labels, colorscale="Viridis", zmin=0, colorbar=bar,
+    fig = go.Figure(go.Heatmap(z=grid, customdata=labels, colorscale=ACTIVATION_SCALE, zmin=0, colorbar=bar,
                                hovertemplate="channel %{customdata}<br>%{z:.3g}<extra></extra>"))
     return _picture_layout(fig, title, height or fit_height(*grid.shape, extra=(30 if title else 0) + 45))
+
+
+def cascade_figure(maps: np.ndarray, titles: Sequence[str], height: int | None = None) -> go.Figure:
+    """Maps in a row (n x H x W), each as |value| over its own largest and titled above: the model-randomisation
+    check's maps (`sanity.RandomisationCheck`), whose shapes are compared, not their sizes (a random
+    network's scores have another scale). Inferno, its colour bar under the row."""
+    count, h, w = maps.shape
+    peaks = np.abs(maps).reshape(count, -1).max(axis=1)
+    values = np.abs(maps) / np.where(peaks > 0, peaks, 1)[:, None, None]
+    gap = max(1, w // 8)
+    grid = np.full((h, count * (w + gap) - gap), np.nan, dtype=np.float32)
+    for i in range(count):
+        grid[:, i * (w + gap):i * (w + gap) + w] = values[i]
+    bar = dict(_BAR_BELOW, title=dict(text="of the map's max", side="right"), tickformat=".1f")
+    fig = go.Figure(go.Heatmap(z=grid, colorscale=HEAT_SCALE, zmin=0, zmax=1, colorbar=bar,
+                               hovertemplate="%{z:.2f} of the map's max<extra></extra>"))
+    for i, text in enumerate(titles):
+        fig.add_annotation(x=i * (w + gap) + (w - 1) / 2, y=-0.5, yanchor="bottom", text=text, showarrow=False,
+                           font=dict(size=11))
+    fig = _picture_layout(fig, None, height or fit_height(h, grid.shape[1], extra=110))
+    return fig.update_layout(margin=dict(l=0, r=0, t=40, b=0))
 
 
 # ---- Comparing runs and the architecture diagram (Compare and Home pages) ----

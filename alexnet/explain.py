@@ -153,6 +153,7 @@ class Attribution:
     values: np.ndarray        # H x W (or H x W x 3 for Guided Grad-CAM), at the model's input size
     delta: float | None = None      # Integrated Gradients: sum of attributions minus the score gap
     score_gap: float | None = None  # Integrated Gradients: score(image) - score(black image)
+    computes: str | None = None     # what the method computes, in a sentence (`attributions.attribute` sets it)
 
     @property
     def problem(self) -> str | None:
@@ -175,7 +176,7 @@ def hook_count(model: nn.Module) -> int:
 
 
 @contextmanager
-def _explaining(model: nn.Module) -> Iterator[None]:
+def explaining(model: nn.Module) -> Iterator[None]:
     """Eval mode, one caller, gradients on, and no hook left afterwards."""
     with model_in_use(model):
         before = {id(m): {d: set(getattr(m, d)) for d in _HOOK_DICTS} for m in model.modules()}
@@ -192,7 +193,8 @@ def _explaining(model: nn.Module) -> Iterator[None]:
                             getattr(m, extra, {}).pop(key, None)
 
 
-def _target(model: nn.Module, image: ImageLike, target: int | None) -> int:
+def class_to_explain(model: nn.Module, image: ImageLike, target: int | None) -> int:
+    """`target` as an int, or the class the model predicts for `image` when it is None."""
     if target is not None:
         return int(target)
     return int(probabilities(model, to_tensor(network_image(image, model)))[0].argmax())
@@ -203,9 +205,9 @@ def grad_cam(model: nn.Module, image: ImageLike, layer: str | None = None, targe
     """Grad-CAM (Selvaraju et al. 2017) of `layer` (default: the last conv) for class `target` (default: the
     predicted one): positive evidence only, upsampled bilinearly to the input size."""
     conv = find_layer(model, layer)
-    target = _target(model, image, target)
+    target = class_to_explain(model, image, target)
     x = model_input(image, model)
-    with _explaining(model):
+    with explaining(model):
         cam = LayerGradCam(model, activation_module(model, conv))
         attr = cam.attribute(x, target=target, relu_attributions=True)
         attr = LayerAttribution.interpolate(attr, tuple(x.shape[-2:]), "bilinear")
@@ -216,9 +218,9 @@ def guided_grad_cam(model: nn.Module, image: ImageLike, layer: str | None = None
                     ) -> Attribution:
     """Guided backpropagation times Grad-CAM: the class's evidence at pixel detail; H x W x 3 (signed)."""
     conv = find_layer(model, layer)
-    target = _target(model, image, target)
+    target = class_to_explain(model, image, target)
     x = model_input(image, model)
-    with _explaining(model):
+    with explaining(model):
         method = GuidedGradCam(model, activation_module(model, conv))
         attr = method.attribute(x, target=target, interpolate_mode="bilinear")
     return Attribution("Guided Grad-CAM", conv.title, target,
@@ -236,12 +238,12 @@ def integrated_gradients(model: nn.Module, image: ImageLike, target: int | None 
     """
     if internal_batch_size is None:
         internal_batch_size = steps if model.input_size <= 64 else 8
-    target = _target(model, image, target)
+    target = class_to_explain(model, image, target)
     x = model_input(image, model)
     side = image_size(model)
     black = to_model_input(torch.zeros(1, 3, side, side, dtype=torch.uint8, device=x.device), model.input_size,
                            *normalization(model))
-    with _explaining(model):
+    with explaining(model):
         ig = IntegratedGradients(model)
         attr, delta = ig.attribute(x, baselines=black, target=target, n_steps=steps,
                                    internal_batch_size=internal_batch_size, return_convergence_delta=True)

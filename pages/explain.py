@@ -1,4 +1,5 @@
-"""Explain: where the network looks (Grad-CAM and two more captum maps), its feature maps and its filters."""
+"""Explain: where the network looks (Grad-CAM, other attribution methods and their sanity check), its feature maps
+and its filters."""
 from __future__ import annotations
 
 import streamlit as st
@@ -7,11 +8,11 @@ from alexnet import charts, explain
 from alexnet.models import CIFAR10_CLASSES
 from alexnet.predict import class_names, image_size
 from pages import pickers
-
-PREDICTED = "the predicted class"
+from pages._shared.attribution_view import class_choice, methods_panel
 
 st.title("Explain")
 st.caption("Why did the network answer what it did? Grad-CAM shows which regions raised the chosen class's score; "
+           "other methods show it their way, each with a check that its map depends on what the network learned; "
            "feature maps show what each channel of a layer responds to in this image; filters show the weights "
            "themselves.")
 
@@ -65,17 +66,8 @@ def attribution_panel() -> None:
                            help="Grad-CAM weighs this layer's rectified feature maps by the class score's mean "
                                 "gradient. The last conv layer (the default) is the usual choice: coarse but "
                                 "most about the class.")
-    many = len(prediction.classes)
-    # A selectbox is searchable: type a few letters of any of ImageNet's 1000 names. Every option's label is
-    # the same for every image: the browser keeps the label an option had when it was picked, so one naming
-    # this image's prediction would go stale on the next image. The prediction's name goes in the caption.
-    wanted = middle.selectbox("Class to explain" + (f" (type to search {many} names)" if many > 10 else ""),
-                              [PREDICTED, *prediction.classes],
-                              key="cam_target" if many == 10 else f"cam_target_{many}")
-    if wanted == PREDICTED:
-        middle.caption(f"For this image: {prediction.label}")
+    target = class_choice(middle, prediction, "cam_target")
     opacity = right.slider("Map opacity", 0.0, 1.0, 0.5, 0.05, key="cam_opacity")
-    target = prediction.index if wanted == PREDICTED else prediction.classes.index(wanted)
     name = prediction.classes[target]
 
     args = (image.digest, loaded.key)
@@ -88,7 +80,7 @@ def attribution_panel() -> None:
         st.markdown(f"**Grad-CAM** ({layer}, class {name})")
         _show_map(cam, charts.overlay_figure(shown, explain.upsample(cam.values, size), opacity,
                                              colorbar="evidence"))
-        st.caption("Red: the regions whose features raised the score most (positive evidence only).")
+        st.caption("Bright: the regions whose features raised the score most (positive evidence only).")
     with columns[1]:
         st.markdown(f"**Guided Grad-CAM** ({layer}, class {name})")
         _show_map(guided, charts.image_figure(charts.signed_rgb(guided.values)))
@@ -138,9 +130,12 @@ def filter_panel() -> None:
                f"{weights.shape[1]} input channels, 32 to a row. Red positive, blue negative.")
 
 
-grad_tab, maps_tab, filters_tab = st.tabs(["Grad-CAM", "Feature maps", "Filters"])
+grad_tab, methods_tab, maps_tab, filters_tab = st.tabs(["Grad-CAM", "Methods and sanity check", "Feature maps",
+                                                        "Filters"])
 with grad_tab:
     attribution_panel()
+with methods_tab:
+    methods_panel(model, pixels, shown, prediction, image.digest, loaded.key)
 with maps_tab:
     feature_map_panel()
 with filters_tab:

@@ -66,3 +66,15 @@ def test_the_train_page_and_the_gallery_use_the_sample_and_a_folder_named_in_the
     tiles = at.get("image")[0].proto.imgs                                      # the gallery's tiles, lossless
     assert len(tiles) > 1 and all(t.url.endswith(".png") for t in tiles)
     assert f"test image #0 of {SAMPLE_LABEL}" in texts(at)
+
+
+def test_explain_methods_and_their_sanity_check_work_on_the_embedded_sample(empty_machine):
+    at = open_page("pages/explain.py")
+    at.radio(key="explain_source").set_value("Test-set gallery").run()
+    captions = [img.caption for element in at.get("image") for img in element.proto.imgs]
+    assert f"test image #0 of {SAMPLE_LABEL}" in captions
+    for name in ("Score-CAM", "SmoothGrad"):                 # one without gradients, one through captum
+        at.selectbox(key="methods_method").select(name).run()
+        assert not at.exception, at.exception
+        assert [e.proto.id.rsplit("-", 1)[-1] for e in at.get("plotly_chart")].count("methods_map") == 1
+        assert any(v.startswith(f"{name} d") for v in [s.value for s in at.success] + [w.value for w in at.warning])

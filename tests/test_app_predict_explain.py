@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from alexnet import explain, runs
+from alexnet import attributions, explain, runs
 from alexnet.checkpoints import load_model, save_weights
-from alexnet.images import load_image
+from alexnet.images import load_image, to_cifar_array
 from alexnet.models import CIFAR10_CLASSES, build
 from alexnet.predict import DEMO_WEIGHTS, EXAMPLES_DIR, predict
 from pages import pickers
@@ -45,6 +45,12 @@ def app(runs_dir, mini_dir, monkeypatch):
 
 def figures(at) -> list[dict]:
     return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def chart(at, key: str) -> dict:
+    """The figure of the chart drawn with this key (an element's id ends with its key)."""
+    (found,) = [json.loads(c.proto.spec) for c in at.get("plotly_chart") if c.proto.id.endswith(f"-{key}")]
+    return found
 
 
 def array(value) -> np.ndarray:
@@ -210,6 +216,42 @@ def test_explain_follows_the_predict_pages_image_and_draws_grad_cam(app, demo, m
     assert calls[-1][:2] == ("conv3", CIFAR10_CLASSES.index("truck"))
 
 
+def verdicts(at) -> list[str]:
+    return [s.value for s in at.success] + [w.value for w in at.warning]
+
+
+def test_explain_draws_every_attribution_method_with_its_sanity_check(app, demo):
+    app.switch_page("pages/explain.py").run()
+    assert not app.exception, app.exception
+    cat = to_cifar_array(load_image(EXAMPLES_DIR / "chelsea.png"), 32)
+    predicted = predict(demo, cat).index
+    box = app.selectbox(key="methods_method")
+    assert box.options == list(attributions.METHODS) and box.value == "Grad-CAM++"
+    for name, method in attributions.METHODS.items():
+        app.selectbox(key="methods_method").select(name).run()
+        assert not app.exception, (name, app.exception)
+        assert app.selectbox(key="methods_layer").disabled == (not method.uses_layer)
+        z = array(chart(app, "methods_map")["data"][1]["z"]).astype(float)
+        expected = explain.upsample(attributions.attribute(demo, cat, predicted, "conv5", method=name).values,
+                                    pickers.DISPLAY_SIZE)
+        np.testing.assert_allclose(z, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max(), err_msg=name)
+        assert len(chart(app, "methods_check")["layout"]["annotations"]) == 6      # trained + five stops
+        assert [v.split(" depends")[0].split(" does not")[0] for v in verdicts(app)] == [name]
+        assert any(c.value.startswith(f"**{name}**") and method.computes in c.value for c in app.caption)
+    assert verdicts(app)[0].startswith("Integrated Gradients depends on the weights")
+
+    app.selectbox(key="methods_method").select("Layer-CAM").run()
+    app.selectbox(key="methods_layer").select("conv1").run()
+    app.selectbox(key="methods_target").select("truck").run()
+    assert not app.exception
+    z = array(chart(app, "methods_map")["data"][1]["z"]).astype(float)
+    truck = attributions.attribute(demo, cat, CIFAR10_CLASSES.index("truck"), "conv1", method="Layer-CAM").values
+    np.testing.assert_allclose(z, explain.upsample(truck, pickers.DISPLAY_SIZE), rtol=1e-4, atol=1e-6 * truck.max())
+    app.selectbox(key="methods_method").select("Grad-CAM").run()
+    app.selectbox(key="methods_layer").select("conv5").run()
+    assert app.success[0].value.startswith("Grad-CAM depends on the weights")      # the randomisation changed it
+
+
 def test_explain_draws_feature_maps_and_filters(app):
     app.switch_page("pages/explain.py").run()
     assert not app.exception
@@ -274,7 +316,10 @@ def test_explain_class_options_do_not_depend_on_the_image(runs_dir, mini_dir, mo
     at.selectbox(key="cam_target").select("truck").run()                 # an explicit class stays for the next image
     show("chelsea.png")
     assert at.selectbox(key="cam_target").value == "truck"
-    assert not any(c.value.startswith("For this image") for c in at.caption)
+    # only the Methods tab's own class box, still on the predicted class, names the prediction now
+    naming = [c.value for c in at.caption if c.value.startswith("For this image")]
+    assert naming == [f"For this image: {expected['chelsea.png']}"]
+    assert at.selectbox(key="methods_target").value == "the predicted class"
     assert headings()[0] == "**Grad-CAM** (conv5, class truck)"
 
 

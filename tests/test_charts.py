@@ -7,8 +7,12 @@ colour-bar ticks without SI prefixes (no "100µ").
 """
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
+import plotly.graph_objects as go
 import pytest
+from plotly import colors as plotly_colors
 
 from alexnet import charts, history
 from alexnet.models import build, summary
@@ -153,3 +157,64 @@ def test_mosaic_heights_follow_the_picture_shape():
     assert fig.layout.height == charts.fit_height(len(grid), len(grid[0]), extra=45)
     assert charts.feature_maps_figure(maps[:8], list(range(8)), columns=8).layout.height < fig.layout.height
     assert fig.data[0].colorbar.orientation == "h" and fig.data[0].colorbar.title.text == "activation"
+
+
+# ---- colour scales of heat maps ----
+
+def lightness(color: str) -> float:
+    """CIELAB L* (0 black .. 100 white) of a plotly colour, "rgb(r, g, b)" or "#rrggbb"."""
+    linear = [(c / 255) / 12.92 if c / 255 <= 0.04045 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in rgb_of(color)]
+    y = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return 116 * (y ** (1 / 3) if y > (6 / 29) ** 3 else y / (3 * (6 / 29) ** 2) + 4 / 29) - 16
+
+
+def rgb_of(color: str) -> tuple[float, ...]:
+    return plotly_colors.hex_to_rgb(color) if color.startswith("#") else plotly_colors.unlabel_rgb(color)
+
+
+def ordered_by_lightness(scale, signed: bool) -> bool:
+    """A one-sided scale's lightness rises or falls all the way. A signed one is as light as white and grey
+    at its middle (0) and falls to equally dark ends. Jet and other rainbows are neither: their lightness
+    peaks at a saturated cyan-yellow in the middle and the two ends differ."""
+    colors = [color for _, color in sorted(scale)]
+    levels = np.array([lightness(color) for color in colors])
+    steps = np.diff(levels)
+    if not signed:
+        return bool(np.all(steps > 0) or np.all(steps < 0))
+    middle = int(np.argmax(levels))
+    centre = rgb_of(colors[middle])
+    return bool(abs(middle - (len(levels) - 1) / 2) <= 1 and np.all(steps[:middle] > 0)
+                and np.all(steps[middle:] < 0) and max(centre) - min(centre) < 30
+                and abs(levels[0] - levels[-1]) < 10)
+
+
+def heat_map_figures() -> dict[str, list]:
+    """Every figure builder in charts that draws a go.Heatmap, each in each of its modes."""
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    heat = np.linspace(-1, 1, 64).reshape(8, 8)
+    return {
+        "overlay_figure": [charts.overlay_figure(rgb, np.abs(heat)), charts.overlay_figure(rgb, heat, diverging=True)],
+        "mosaic_figure": [charts.mosaic_figure(heat), charts.mosaic_figure(np.abs(heat), diverging=False)],
+        "feature_maps_figure": [charts.feature_maps_figure(np.abs(heat)[None].repeat(4, 0), [0, 1, 2, 3])],
+        "confusion_figure": [charts.confusion_figure([[8, 2], [1, 3]], ["cat", "dog"])],
+        "cascade_figure": [charts.cascade_figure(np.stack([heat, -heat]), ["trained", "random"])],
+    }
+
+
+def test_every_heat_map_has_a_perceptually_ordered_scale_and_shows_it():
+    drawing = {name for name, fn in inspect.getmembers(charts, inspect.isfunction)
+               if fn.__module__ == charts.__name__ and "go.Heatmap" in inspect.getsource(fn)}
+    figures = heat_map_figures()
+    assert set(figures) == drawing              # a new heat-map builder must be added here
+    for name, figs in figures.items():
+        for fig in figs:
+            for trace in (t for t in fig.data if t.type == "heatmap"):
+                signed = trace.zmid == 0 or (None not in (trace.zmin, trace.zmax) and trace.zmin == -trace.zmax != 0)
+                assert ordered_by_lightness(trace.colorscale, signed), (name, trace.colorscale[:3])
+                assert trace.showscale is not False and trace.colorbar.thickness, name
+
+
+def test_jet_fails_the_lightness_order():
+    jet = go.Heatmap(z=[[0, 1]], colorscale="Jet").colorscale
+    assert not ordered_by_lightness(jet, signed=False) and not ordered_by_lightness(jet, signed=True)
+    assert ordered_by_lightness(go.Heatmap(z=[[0, 1]], colorscale=charts.HEAT_SCALE).colorscale, signed=False)
