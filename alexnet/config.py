@@ -4,12 +4,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .initialization import INITS
 from .models import NORMS, VARIANTS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "plateau", "onecycle")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-INITS = ("kaiming", "paper", "torch")
 
 
 @dataclass
@@ -17,7 +17,7 @@ class TrainConfig:
     # model
     variant: str = "cifar"          # a name in models.VARIANTS
     norm: str = "bn"                # lrn | bn | none, after the ReLU of conv1 and conv2
-    init: str = "kaiming"           # kaiming (zero biases) | paper (N(0, 0.01), biases 1) | torch defaults
+    init: str = "lsuv"              # lsuv (He-normal, each layer calibrated to unit scale) | kaiming | paper | torch
     dropout: float = 0.5            # probability, before fc6 and fc7 as in the paper
     pretrained_path: str | None = None  # imagenet variant: its ImageNet weights file; None = torch's hub cache
     freeze_features: bool = False   # keep the conv layers fixed (the pretrained ones): train the classifier only

@@ -47,7 +47,7 @@ class Recipe:
 
 # Shared by every recipe: Kaiming init (LRN with PyTorch's default init barely learns: 16% against 55%, stack-notes),
 # SGD with momentum, one-cycle, the classic crop + flip augmentation. Peak 0.02 is where LRN was measured to train.
-BASE: dict[str, Any] = dict(init="kaiming", optimizer="sgd", lr=0.02, momentum=0.9, weight_decay=5e-4,
+BASE: dict[str, Any] = dict(init="lsuv", optimizer="sgd", lr=0.02, momentum=0.9, weight_decay=5e-4,
                             schedule="onecycle", dropout=0.5, crop_padding=4, flip=True, rotate_degrees=0.0, zoom=0.0,
                             label_smoothing=0.0, val_fraction=0.1)
 

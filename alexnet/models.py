@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .initialization import init_weights
 from .lrn import LocalResponseNorm
 
 __all__ = ["AlexNet", "VARIANTS", "NORMS", "Variant", "build", "summary", "LayerRow", "count_parameters"]
@@ -148,32 +149,9 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
-def init_weights(model: nn.Module, scheme: str = "kaiming") -> None:
-    """'kaiming' (the modern default, zero biases) or 'paper' (N(0, 0.01); biases 1 in conv2/4/5 and fc6/fc7).
-
-    The paper's scheme was tuned for ImageNet and its schedule; reimplementations on
-    CIFAR-10 report that it often fails to start learning. It is kept for study.
-    """
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if scheme == "kaiming":
-        for m in convs + linears:
-            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-            nn.init.zeros_(m.bias)
-        nn.init.normal_(linears[-1].weight, std=0.01)
-    elif scheme == "paper":
-        for m in convs + linears:
-            nn.init.normal_(m.weight, std=0.01)
-            nn.init.zeros_(m.bias)
-        for m in (convs[1], convs[3], convs[4], linears[0], linears[1]):
-            nn.init.ones_(m.bias)
-    elif scheme != "torch":
-        raise ValueError(f"unknown init {scheme!r}: choose kaiming, paper or torch")
-
-
 def build(name: str, norm: str = "bn", num_classes: int = 10, dropout: float = 0.5,
-          init: str = "kaiming") -> AlexNet:
-    """Build a variant by name; `init` is 'kaiming', 'paper' or 'torch' (PyTorch's layer defaults)."""
+          init: str = "lsuv") -> AlexNet:
+    """Build a variant by name; `init` is a scheme of `initialization.INITS` (lsuv, kaiming, paper, torch)."""
     if name not in VARIANTS:
         raise ValueError(f"unknown variant {name!r}: choose one of {', '.join(VARIANTS)}")
     if norm not in NORMS:

@@ -58,7 +58,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                     "stopping, flips + rotations of 36 degrees + zoom 0.1, as the '95.7%' report (its own notebook "
                     "printed 90.6%, validating on the test set); up to 100 epochs, a GPU job.",
         source="metanthropics/revisiting-alexnet on GitHub, the 'Revisiting AlexNet' report and notebook",
-        base=TrainConfig(variant="paper", norm="bn", init="kaiming", optimizer="adam", lr=1e-4, weight_decay=5e-4,
+        base=TrainConfig(variant="paper", norm="bn", init="lsuv", optimizer="adam", lr=1e-4, weight_decay=5e-4,
                          schedule="plateau", plateau_factor=0.2, plateau_patience=5, min_lr=1e-6,
                          early_stopping=10, epochs=100, batch_size=128, crop_padding=0, flip=True,
                          rotate_degrees=36.0, zoom=0.1),
@@ -72,7 +72,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                     "2 steps, so the curves start moving within a minute on a CPU.",
         source="this project: 57.4% test accuracy on the CIFAR-10 mini subset (5,085 training images) in 68 s "
                "on a 2-core CPU (bench/time_to_accuracy.py)",
-        base=TrainConfig(variant="cifar", norm="bn", init="kaiming", optimizer="sgd", lr=0.05, momentum=0.9,
+        base=TrainConfig(variant="cifar", norm="bn", init="lsuv", optimizer="sgd", lr=0.05, momentum=0.9,
                          weight_decay=5e-4, schedule="onecycle", epochs=10, batch_size=64, dropout=0.25,
                          crop_padding=4, flip=True, rotate_degrees=0.0, zoom=0.0, log_every=2),
     ),
@@ -86,7 +86,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                     "or a long wait on a CPU (bench/finetune_speed.py measures yours).",
         source="torchvision's AlexNet_Weights.IMAGENET1K_V1 and the usual fine-tuning recipe (new head, lower rate "
                "for pretrained layers); no published CIFAR-10 figure is reproduced",
-        base=TrainConfig(variant="imagenet", norm="none", init="kaiming", optimizer="sgd", lr=0.01, momentum=0.9,
+        base=TrainConfig(variant="imagenet", norm="none", init="lsuv", optimizer="sgd", lr=0.01, momentum=0.9,
                          weight_decay=5e-4, schedule="onecycle", epochs=3, batch_size=64, dropout=0.5,
                          crop_padding=4, flip=True, rotate_degrees=0.0, zoom=0.0, freeze_features=False,
                          features_lr_scale=0.1, log_every=2),

@@ -213,7 +213,9 @@ def draw_form(source: datasets.DatasetSource | str) -> None:
     b.selectbox("Norm", norms, key=key("norm"), format_func=NORM_LABELS.get, **PERSIST,
                 help="After the ReLU of conv1 and conv2, as in the paper.")
     c.selectbox("Init", INITS, key=key("init"), **PERSIST,
-                help="kaiming: He-normal, zero biases. paper: N(0, 0.01), biases 1. torch: PyTorch's defaults.")
+                help="lsuv: He-normal, each layer then scaled to unit output (the default: every norm starts at one scale). "
+                     "kaiming: He-normal as drawn. paper: N(0, 0.01), biases 1. torch: PyTorch's defaults. All but "
+                     "torch start the last layer at zero, so the loss starts at ln 10.")
     d.number_input("Dropout", min_value=0.0, max_value=0.99, step=0.1, key=key("dropout"), **PERSIST,
                    help="Before fc6 and fc7, as in the paper.")
 

@@ -1,8 +1,12 @@
-"""Every variant and norm builds, matches the paper's shapes and counts, and takes a training step."""
+"""Every variant and norm builds, matches the paper's shapes and counts, starts at chance and takes a training step."""
+import math
+
 import pytest
 import torch
 from torch import nn
 
+from alexnet.data import normalization, to_model_input
+from alexnet.initialization import INITS, calibrate
 from alexnet.lrn import LocalResponseNorm
 from alexnet.models import VARIANTS, build, count_parameters, summary
 
@@ -14,12 +18,52 @@ def test_builds_and_takes_a_training_step(variant, norm):
     x = torch.randn(2, 3, model.input_size, model.input_size)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     before = [p.detach().clone() for p in model.parameters()]
-    loss = nn.functional.cross_entropy(model(x), torch.tensor([1, 7]))
-    loss.backward()
-    opt.step()
+    for _ in range(2):  # the last layer starts at zero: the first step trains it alone, the second all layers
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), torch.tensor([1, 7]))
+        loss.backward()
+        opt.step()
     assert model(x).shape == (2, 10)
     assert torch.isfinite(loss)
     assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()) if a.dim() > 1)
+
+
+@pytest.mark.parametrize("variant, norm", [(v, n) for v in VARIANTS for n in VARIANTS[v].norms])
+def test_every_build_starts_near_chance_on_real_images(variant, norm, mini_data):
+    """Training mode (dropout on, BN on batch statistics), before any step: a loss of ln 10 +- 0.25 for every
+    init. Kaiming's draw alone started the paper variant with BN at 4.36 and died in its first SGD steps."""
+    images, labels = mini_data.test_x[:16], mini_data.test_y[:16]
+    for init in INITS:
+        torch.manual_seed(0)
+        model = build(variant, norm, init=init).train()
+        with torch.no_grad():
+            logits = model(to_model_input(images, model.input_size, *normalization(model)))
+        loss = nn.functional.cross_entropy(logits, labels).item()
+        assert abs(loss - math.log(10)) <= 0.25, (init, loss)
+
+
+def test_lsuv_gives_every_layer_a_unit_scale_whatever_the_norm():
+    """On its calibration batch, in training mode, each conv and hidden FC layer's output has second moment 1,
+    for LRN, BN and no norm alike: the norms start from one scale. BN's running statistics and the caller's
+    random stream are left as they were."""
+    for norm in ("lrn", "bn", "none"):
+        torch.manual_seed(0)
+        model = build("cifar", norm, init="kaiming")
+        layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))][:-1]
+        buffers = {n: b.clone() for n, b in model.named_buffers()}
+        rng = torch.get_rng_state()
+        calibrate(model, layers)
+        assert torch.equal(rng, torch.get_rng_state())
+        assert all(torch.equal(b, buffers[n]) for n, b in model.named_buffers())
+        moments = []
+        hooks = [m.register_forward_hook(lambda _m, _i, out: moments.append(out.pow(2).mean().item())) for m in layers]
+        noise = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        torch.manual_seed(0)
+        with torch.no_grad():
+            model.train()(noise)
+        for h in hooks:
+            h.remove()
+        assert moments == pytest.approx([1.0] * len(layers), rel=1e-3), (norm, moments)
 
 
 def test_paper_variant_matches_the_2012_architecture():
