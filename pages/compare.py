@@ -7,7 +7,6 @@ training are fragments that poll every 2 s, and stop polling once nothing trains
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -18,7 +17,8 @@ from alexnet import charts, compare, experiment
 from alexnet import data as datasets
 from alexnet import runs as run_records
 from alexnet.history import LRN_STUDIES
-from pages import common
+from pages._shared.dataset import dataset_in_use, job_data_dir, load_dataset
+from pages._shared.navigation import run_page
 
 REFRESH = "2s"
 ACTIVE = ("queued", "running")
@@ -152,20 +152,19 @@ def compare_view(root, names: tuple[str, ...], active_when_drawn: frozenset[str]
 @st.cache_data(show_spinner=False, max_entries=16)
 def _mismatch(run_path: str, modified: float, source: datasets.DatasetSource) -> str | None:
     result = run_records.read_json(Path(run_path) / "result.json", {}) or {}
-    labels = common.load_dataset(source).test_y.tolist()
+    labels = load_dataset(source).test_y.tolist()
     return compare.dataset_mismatch(result, labels, source.label)
 
 
 def test_set_for(run: run_records.Run) -> tuple[datasets.Cifar10 | None, str | None]:
     """The test images the run was evaluated on, or why they cannot be shown."""
-    named = run.config.get("data_dir") or common.data_dir() or os.environ.get(datasets.ENV_VAR)
-    source = common.dataset_source(named)
+    source = dataset_in_use(run.config.get("data_dir"))
     if not isinstance(source, datasets.DatasetSource):
         return None, f"its dataset is not available here: {source}"
     problem = _mismatch(str(run.path), (run.path / "result.json").stat().st_mtime, source)
     if problem:
         return None, f"the dataset differs: {problem}"
-    return common.load_dataset(source), None
+    return load_dataset(source), None
 
 
 def enlarge(image: np.ndarray, factor: int = 3) -> np.ndarray:
@@ -266,9 +265,7 @@ def runs_tab(root, all_runs: list[run_records.Run]) -> None:
 
 def plan_from_form() -> experiment.ExperimentPlan:
     ss = st.session_state
-    source = common.dataset_source(common.data_dir() or os.environ.get(datasets.ENV_VAR))
-    data_dir = str(source.path) if isinstance(source, datasets.DatasetSource) and source.kind != "sample" \
-        else common.data_dir()
+    data_dir = job_data_dir(dataset_in_use())
     return experiment.ExperimentPlan(
         variant=ss["exp.variant"], seeds=int(ss["exp.seeds"]), epochs=int(ss["exp.epochs"]), recipe=ss["exp.recipe"],
         batch_size=int(ss["exp.batch_size"]), max_train_images=int(ss["exp.max_train_images"]), data_dir=data_dir,
@@ -282,7 +279,7 @@ def start_experiment() -> None:
     if last and last[0] == repr(plan) and time.monotonic() - last[1] < 5:
         return  # a double click
     try:
-        launched = experiment.launch(plan, common.runs_root())
+        launched = experiment.launch(plan, run_records.runs_root())
     except (ValueError, OSError, RuntimeError) as err:
         st.session_state["exp.notice"] = ("error", f"Not started: {err}")
         return
@@ -328,7 +325,7 @@ def experiment_form() -> None:
     plan = plan_from_form()
     st.caption(f"**The recipe.** {experiment.RECIPES[plan.recipe].description}")
     problems = plan.problems()
-    source = common.dataset_source(common.data_dir() or os.environ.get(datasets.ENV_VAR))
+    source = dataset_in_use()
     if not isinstance(source, datasets.DatasetSource):
         problems.append(f"no dataset: {source}")
     else:
@@ -423,13 +420,17 @@ def experiment_tab(root) -> None:
 
 # ---------------------------------------------------------------- the page
 
-st.title("Compare")
-st.caption("Runs side by side, from their run folders: curves, a summary table, what their configs change, and "
-           "where on the test set they differ. The second tab runs the LRN-versus-BN experiment.")
-root = common.runs_root()
-all_runs = run_records.list_runs(root)
-runs_view, experiment_section = st.tabs(["Runs side by side", "LRN versus BN experiment"])
-with runs_view:
-    runs_tab(root, all_runs)
-with experiment_section:
-    experiment_tab(root)
+def page() -> None:
+    st.title("Compare")
+    st.caption("Runs side by side, from their run folders: curves, a summary table, what their configs change, and "
+               "where on the test set they differ. The second tab runs the LRN-versus-BN experiment.")
+    root = run_records.runs_root()
+    all_runs = run_records.list_runs(root)
+    runs_view, experiment_section = st.tabs(["Runs side by side", "LRN versus BN experiment"])
+    with runs_view:
+        runs_tab(root, all_runs)
+    with experiment_section:
+        experiment_tab(root)
+
+
+run_page(page)

@@ -8,7 +8,6 @@ queued or training and stops polling once none is.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -22,7 +21,8 @@ from alexnet import runs as run_records
 from alexnet.config import INITS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 from alexnet.models import VARIANTS
 from alexnet.train import pick_device
-from pages import common
+from pages._shared.dataset import dataset_in_use, job_data_dir
+from pages._shared.navigation import run_page
 
 REFRESH_SECONDS = 1.5
 ACTIVE = ("queued", "running")
@@ -97,10 +97,6 @@ def epochs_edited() -> None:
     st.session_state[key("milestones")] = ", ".join(map(str, scaled))
 
 
-def source_message() -> datasets.DatasetSource | str:
-    return common.dataset_source(common.data_dir() or os.environ.get(datasets.ENV_VAR))
-
-
 def form_config() -> tuple[TrainConfig, list[str]]:
     """The config the form describes and everything wrong with it (empty list: it can start)."""
     values = {name: st.session_state[key(name)] for name in FORM_FIELDS}
@@ -112,10 +108,9 @@ def form_config() -> tuple[TrainConfig, list[str]]:
         values["milestones"] = []
     if values["schedule"] != "step":
         values["milestones"] = []
-    source = source_message()
+    source = dataset_in_use()
     # The job trains on what the sidebar shows: the named folder, else what the server resolves.
-    values["data_dir"] = str(source.path) if isinstance(source, datasets.DatasetSource) and source.kind != "sample" \
-        else common.data_dir()
+    values["data_dir"] = job_data_dir(source)
     values["pretrained_path"] = (values["pretrained_path"] or "").strip() or None
     config = TrainConfig.from_dict(values)
     if config.variant == "imagenet":
@@ -144,7 +139,7 @@ def start_run() -> None:
     if problems:
         st.session_state["train.notice"] = ("error", "Not started: " + "; ".join(problems))
         return
-    root = common.runs_root()
+    root = run_records.runs_root()
     base = st.session_state.get("train.name", "").strip() or default_name(config)
     fingerprint = (base, repr(config.to_dict()))
     last = st.session_state.get("train.last_start")
@@ -540,24 +535,28 @@ def live_view(root, active_when_drawn: frozenset[str]) -> None:
 
 # ---------------------------------------------------------------- the page
 
-st.title("Train")
-st.caption("Each run trains in its own process and writes its own folder: close or reload this tab, open a second "
-           "one, the run goes on. One device: a run started while another trains waits in a queue.")
-notice = st.session_state.pop("train.notice", None)
-if notice:
-    (st.success if notice[0] == "success" else st.error)(notice[1])
+def page() -> None:
+    st.title("Train")
+    st.caption("Each run trains in its own process and writes its own folder: close or reload this tab, open a second "
+               "one, the run goes on. One device: a run started while another trains waits in a queue.")
+    notice = st.session_state.pop("train.notice", None)
+    if notice:
+        (st.success if notice[0] == "success" else st.error)(notice[1])
 
-source = source_message()
-if not isinstance(source, datasets.DatasetSource):
-    st.warning(f"**No dataset.** {source}  \nNext step: name a folder holding `cifar-10-batches-py` under "
-               "**Dataset folder** in the sidebar, or run `python -m alexnet download` on a machine that is online.",
-               icon=":material/dataset:")
+    source = dataset_in_use()
+    if not isinstance(source, datasets.DatasetSource):
+        st.warning(f"**No dataset.** {source}  \nNext step: name a folder holding `cifar-10-batches-py` under "
+                   "**Dataset folder** in the sidebar, or run `python -m alexnet download` on a machine that is online.",
+                   icon=":material/dataset:")
 
-root = common.runs_root()
-existing = run_records.list_runs(root)
-active_now = frozenset(r.name for r in existing if r.state in ACTIVE)
-if "train.form_open" not in st.session_state:
-    st.session_state["train.form_open"] = not existing
-with st.expander("Start a new run", key="train.form_open", on_change="rerun", icon=":material/add_circle:"):
-    draw_form(source)
-st.fragment(live_view, run_every=REFRESH_SECONDS if active_now else None)(root, active_now)
+    root = run_records.runs_root()
+    existing = run_records.list_runs(root)
+    active_now = frozenset(r.name for r in existing if r.state in ACTIVE)
+    if "train.form_open" not in st.session_state:
+        st.session_state["train.form_open"] = not existing
+    with st.expander("Start a new run", key="train.form_open", on_change="rerun", icon=":material/add_circle:"):
+        draw_form(source)
+    st.fragment(live_view, run_every=REFRESH_SECONDS if active_now else None)(root, active_now)
+
+
+run_page(page)

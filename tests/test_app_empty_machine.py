@@ -40,10 +40,9 @@ def texts(at: AppTest) -> str:
     return "\n".join(e.value for kind in ("subheader", "caption", "markdown", "info", "warning") for e in at.get(kind))
 
 
-def test_the_sidebar_names_the_embedded_sample(empty_machine):
-    """(AppTest keeps the sidebar of the first run only, where the folder is called pages/; the browser
-    tests see it on every page.)"""
-    sidebar = "\n".join(c.value for c in open_page(None).sidebar.caption)
+@pytest.mark.parametrize("page", [None, "pages/train.py"])
+def test_the_sidebar_names_the_embedded_sample(empty_machine, page):
+    sidebar = "\n".join(c.value for c in open_page(page).sidebar.caption)
     assert f"**Dataset:** {SAMPLE_LABEL}" in sidebar and "missing" not in sidebar
 
 

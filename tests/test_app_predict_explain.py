@@ -22,7 +22,7 @@ from alexnet.checkpoints import load_model, save_weights
 from alexnet.images import load_image, to_cifar_array
 from alexnet.models import CIFAR10_CLASSES, build
 from alexnet.predict import DEMO_WEIGHTS, EXAMPLES_DIR, predict
-from pages import pickers
+from pages._shared import image_picker, model_picker
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU")   # captum's per-call notice
@@ -139,7 +139,7 @@ def test_uploads_several_files_and_bad_ones_get_a_message_each(app, demo, mini_d
     assert metric(app, "Predicted") == [predict(demo, good).label]
     closer.select(1).run()
     assert metric(app, "Predicted") == [predict(demo, load_image(cat)).label]
-    assert app.session_state[pickers.CURRENT_IMAGE].name == "cat.png"
+    assert app.session_state[image_picker.CURRENT_IMAGE].name == "cat.png"
 
 
 def test_the_gallery_shows_test_images_with_their_true_labels(app, demo, mini_data):
@@ -149,7 +149,7 @@ def test_the_gallery_shows_test_images_with_their_true_labels(app, demo, mini_da
     third = int(picked.options[2].split()[0].lstrip("#"))           # options read "#12 (ship)"
     picked.select(third).run()
     assert not app.exception
-    chosen = app.session_state[pickers.CURRENT_IMAGE]
+    chosen = app.session_state[image_picker.CURRENT_IMAGE]
     number = int(chosen.name.split("#")[1].split()[0])
     assert number == third
     assert int(mini_data.test_y[number]) == CIFAR10_CLASSES.index("ship") == chosen.true_label
@@ -161,7 +161,7 @@ def test_the_gallery_shows_test_images_with_their_true_labels(app, demo, mini_da
 
 def test_an_uploaded_checkpoint_is_checked_against_the_chosen_variant(app):
     model_box = app.selectbox(key="predict_model")
-    model_box.select(pickers.UPLOAD_CHECKPOINT).run()
+    model_box.select(model_picker.UPLOAD_CHECKPOINT).run()
     uploader = app.file_uploader(key="predict_model_file")
     uploader.upload("junk.safetensors", b"\x00" * 64).run()
     assert any("junk.safetensors is not a valid safetensors file" in e.value for e in app.error)
@@ -186,10 +186,10 @@ def test_explain_follows_the_predict_pages_image_and_draws_grad_cam(app, demo, m
     original = explain.grad_cam
     monkeypatch.setattr(explain, "grad_cam", lambda *a, **k: calls.append(a[2:]) or original(*a, **k))
     app.radio(key="predict_source").set_value("Test-set gallery").run()
-    chosen = app.session_state[pickers.CURRENT_IMAGE]
+    chosen = app.session_state[image_picker.CURRENT_IMAGE]
     app.switch_page("pages/explain.py").run()
     assert not app.exception, app.exception
-    assert app.radio(key="explain_source").value == pickers.FROM_PREDICT
+    assert app.radio(key="explain_source").value == image_picker.FROM_PREDICT
     small = np.asarray(Image.open(io.BytesIO(chosen.data)))
     expected = predict(demo, small)
     assert metric(app, "Predicted") == [expected.label]
@@ -198,9 +198,9 @@ def test_explain_follows_the_predict_pages_image_and_draws_grad_cam(app, demo, m
             if len(f["data"]) == 2 and f["data"][1]["type"] == "heatmap"}
     cam = maps["evidence"]["data"][1]
     z = array(cam["z"]).astype(float)
-    assert z.shape == (pickers.DISPLAY_SIZE, pickers.DISPLAY_SIZE) and np.ptp(z) > 0
+    assert z.shape == (image_picker.DISPLAY_SIZE, image_picker.DISPLAY_SIZE) and np.ptp(z) > 0
     assert cam["opacity"] == 0.5
-    reference = explain.upsample(original(demo, small, "conv5", expected.index).values, pickers.DISPLAY_SIZE)
+    reference = explain.upsample(original(demo, small, "conv5", expected.index).values, image_picker.DISPLAY_SIZE)
     np.testing.assert_allclose(z, reference, rtol=1e-4, atol=1e-7)
     assert "attribution" in maps                                         # Integrated Gradients beside it
     n_calls = len(calls)
@@ -233,7 +233,7 @@ def test_explain_draws_every_attribution_method_with_its_sanity_check(app, demo)
         assert app.selectbox(key="methods_layer").disabled == (not method.uses_layer)
         z = array(chart(app, "methods_map")["data"][1]["z"]).astype(float)
         expected = explain.upsample(attributions.attribute(demo, cat, predicted, "conv5", method=name).values,
-                                    pickers.DISPLAY_SIZE)
+                                    image_picker.DISPLAY_SIZE)
         np.testing.assert_allclose(z, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max(), err_msg=name)
         assert len(chart(app, "methods_check")["layout"]["annotations"]) == 6      # trained + five stops
         assert [v.split(" depends")[0].split(" does not")[0] for v in verdicts(app)] == [name]
@@ -246,7 +246,7 @@ def test_explain_draws_every_attribution_method_with_its_sanity_check(app, demo)
     assert not app.exception
     z = array(chart(app, "methods_map")["data"][1]["z"]).astype(float)
     truck = attributions.attribute(demo, cat, CIFAR10_CLASSES.index("truck"), "conv1", method="Layer-CAM").values
-    np.testing.assert_allclose(z, explain.upsample(truck, pickers.DISPLAY_SIZE), rtol=1e-4, atol=1e-6 * truck.max())
+    np.testing.assert_allclose(z, explain.upsample(truck, image_picker.DISPLAY_SIZE), rtol=1e-4, atol=1e-6 * truck.max())
     app.selectbox(key="methods_method").select("Grad-CAM").run()
     app.selectbox(key="methods_layer").select("conv5").run()
     assert app.success[0].value.startswith("Grad-CAM depends on the weights")      # the randomisation changed it
@@ -332,7 +332,7 @@ def test_the_camera_source_waits_for_a_photo_without_error(app):
 
 def test_two_different_checkpoints_with_one_name_are_not_confused(app, tmp_path):
     """Per-image results are cached by the model's key: it must follow the file's bytes, not its name."""
-    app.selectbox(key="predict_model").select(pickers.UPLOAD_CHECKPOINT).run()
+    app.selectbox(key="predict_model").select(model_picker.UPLOAD_CHECKPOINT).run()
     torch.manual_seed(1)
     untrained = tmp_path / "untrained.safetensors"
     save_weights(untrained, build("cifar", "bn", init="torch").eval())
