@@ -8,8 +8,9 @@ import numpy as np
 import streamlit as st
 
 from alexnet import charts, explain
+from alexnet.inputs import ModelImage
 from alexnet.models import CIFAR10_CLASSES
-from alexnet.predict import Prediction, class_names, image_size
+from alexnet.predict import Prediction, class_names
 from pages._shared.attribution_view import class_choice, methods_panel
 from pages._shared.image_picker import CURRENT_IMAGE, FROM_PREDICT, ChosenImage, decoded_or_error, image_picker
 from pages._shared.image_results import activations, attribution, prediction
@@ -22,8 +23,7 @@ class Subject:
     """The image explained, as the chosen model sees it, and the model's answer."""
     image: ChosenImage
     loaded: LoadedModel
-    pixels: np.ndarray        # what the model is given of the image (32x32, or 224x224 for ImageNet)
-    shown: np.ndarray         # the same region for people; the maps are laid over it
+    prepared: ModelImage      # the image as the model takes it; the maps are laid over its picture for people
     prediction: Prediction
     titles: list[str]         # the model's conv layers
 
@@ -36,8 +36,8 @@ def header(subject: Subject, display: np.ndarray) -> None:
     model, p, image = subject.loaded.model, subject.prediction, subject.image
     head = st.columns([1, 1, 2])
     head[0].image(display, caption=image.name, width="stretch")
-    side = image_size(model)
-    head[1].plotly_chart(charts.image_figure(subject.pixels, f"network input, {side}x{side}", height=200),
+    pixels = subject.prepared.pixels
+    head[1].plotly_chart(charts.image_figure(pixels, f"network input, {len(pixels)}x{len(pixels)}", height=200),
                          width="stretch", key="explain_small")
     with head[2]:
         st.metric("Predicted", f"{p.label}", f"{p.confidence:.1%} probability", delta_color="off", delta_arrow="off")
@@ -70,10 +70,11 @@ def attribution_controls(subject: Subject) -> tuple[str, int, float]:
 @st.fragment
 def attribution_panel(subject: Subject) -> None:
     layer, target, opacity = attribution_controls(subject)
-    name, model, pixels, shown = subject.prediction.classes[target], subject.loaded.model, subject.pixels, subject.shown
-    cam = attribution("gradcam", *subject.cached(), layer, target, pixels, model)
-    guided = attribution("guided", *subject.cached(), layer, target, pixels, model)
-    ig = attribution("ig", *subject.cached(), None, target, pixels, model)
+    name, model, prepared = subject.prediction.classes[target], subject.loaded.model, subject.prepared
+    cam = attribution("gradcam", *subject.cached(), layer, target, prepared, model)
+    guided = attribution("guided", *subject.cached(), layer, target, prepared, model)
+    ig = attribution("ig", *subject.cached(), None, target, prepared, model)
+    shown = prepared.shown
     size = shown.shape[0]
     columns = st.columns(3)
     with columns[0]:
@@ -96,7 +97,7 @@ def attribution_panel(subject: Subject) -> None:
 def feature_map_panel(subject: Subject) -> None:
     left, middle, right = st.columns([1, 1, 1])
     layer = left.selectbox("Layer", subject.titles, index=0, key="fm_layer")
-    maps = activations(*subject.cached(), layer, subject.pixels, subject.loaded.model)
+    maps = activations(*subject.cached(), layer, subject.prepared, subject.loaded.model)
     total = len(maps.channels)
     count = middle.slider("Channels", 1, total, min(32, total), key="fm_count",
                           help="The strongest channels first (mean activation over the map).")
@@ -146,20 +147,20 @@ def page() -> None:
         if not chosen:
             st.info("Pick an example or a test image, or upload one.")
         return
-    image, decoded = usable[0]
+    image, forms = usable[0]
     if len(usable) > 1:
         st.caption(f"Explaining the first usable file, {image.name}; the Predict page classifies several at once.")
     model = loaded.model
-    pixels = decoded.pixels(model)
-    subject = Subject(image, loaded, pixels, decoded.shown(model), prediction(image.digest, loaded.key, pixels, model),
+    prepared = forms.for_model(model)
+    subject = Subject(image, loaded, prepared, prediction(image.digest, loaded.key, prepared, model),
                       [layer.title for layer in explain.conv_layers(model)])
-    header(subject, decoded.display)
+    header(subject, forms.picture)
     grad_tab, methods_tab, maps_tab, filters_tab = st.tabs(["Grad-CAM", "Methods and sanity check", "Feature maps",
                                                             "Filters"])
     with grad_tab:
         attribution_panel(subject)
     with methods_tab:
-        methods_panel(model, subject.pixels, subject.shown, subject.prediction, image.digest, loaded.key)
+        methods_panel(model, prepared, subject.prediction, image.digest, loaded.key)
     with maps_tab:
         feature_map_panel(subject)
     with filters_tab:

@@ -118,7 +118,7 @@ def test_predict_names_the_photo_in_1000_classes_beside_a_cifar_model(app, refer
     seen = [f for f in figures(app) if f["data"] and f["data"][0]["type"] == "image"]
     assert [f["layout"]["title"]["text"] for f in seen] == ["what the ImageNet model sees: resized to 256, centre "
                                                             "224x224"]
-    assert array(seen[0]["data"][0]["z"]).shape == (224, 224, 3)
+    assert np.array_equal(array(seen[0]["data"][0]["z"]), imagenet.photo_pixels(load_image(CAT)))  # 224x224
 
     second = app.selectbox(key="predict_model_2")
     second.select(next(o for o in second.options if o.startswith("demo"))).run()

@@ -20,6 +20,7 @@ from streamlit.testing.v1 import AppTest
 from alexnet import attributions, explain, runs
 from alexnet.checkpoints import load_model, save_weights
 from alexnet.images import load_image, to_cifar_array
+from alexnet.inputs import SHOWN_SIZE, model_image
 from alexnet.models import CIFAR10_CLASSES, build
 from alexnet.predict import DEMO_WEIGHTS, EXAMPLES_DIR, predict
 from pages._shared import image_picker, model_picker
@@ -112,8 +113,13 @@ def test_predict_shows_the_32px_input_and_for_a_paper_model_the_227px_one(app, r
     second = app.selectbox(key="predict_model_2")
     second.select(next(o for o in second.options if o.startswith("paper-run"))).run()
     assert not app.exception
-    titles = [f["layout"]["title"]["text"] for f in figures(app) if f["data"] and f["data"][0]["type"] == "image"]
-    assert titles == ["what the network sees: 32x32", "upsampled to 227x227 for the paper variant"]
+    views = {f["layout"]["title"]["text"]: array(f["data"][0]["z"])
+             for f in figures(app) if f["data"] and f["data"][0]["type"] == "image"}
+    assert list(views) == ["what the network sees: 32x32", "upsampled to 227x227 for the paper variant"]
+    photo = load_image(EXAMPLES_DIR / "chelsea.png")                     # the example the page opens on
+    assert np.array_equal(views["what the network sees: 32x32"], model_image(photo, build("cifar", "bn")).pixels)
+    paper = model_image(photo, build("paper", "lrn"))                    # the library's 227x227 input, as a picture
+    assert np.array_equal(views["upsampled to 227x227 for the paper variant"], paper.seen())
     assert len(bar_charts(app)) == 2 and len(metric(app, "Predicted")) == 2
 
 
@@ -198,9 +204,9 @@ def test_explain_follows_the_predict_pages_image_and_draws_grad_cam(app, demo, m
             if len(f["data"]) == 2 and f["data"][1]["type"] == "heatmap"}
     cam = maps["evidence"]["data"][1]
     z = array(cam["z"]).astype(float)
-    assert z.shape == (image_picker.DISPLAY_SIZE, image_picker.DISPLAY_SIZE) and np.ptp(z) > 0
+    assert z.shape == (SHOWN_SIZE, SHOWN_SIZE) and np.ptp(z) > 0
     assert cam["opacity"] == 0.5
-    reference = explain.upsample(original(demo, small, "conv5", expected.index).values, image_picker.DISPLAY_SIZE)
+    reference = explain.upsample(original(demo, small, "conv5", expected.index).values, SHOWN_SIZE)
     np.testing.assert_allclose(z, reference, rtol=1e-4, atol=1e-7)
     assert "attribution" in maps                                         # Integrated Gradients beside it
     n_calls = len(calls)
@@ -233,7 +239,7 @@ def test_explain_draws_every_attribution_method_with_its_sanity_check(app, demo)
         assert app.selectbox(key="methods_layer").disabled == (not method.uses_layer)
         z = array(chart(app, "methods_map")["data"][1]["z"]).astype(float)
         expected = explain.upsample(attributions.attribute(demo, cat, predicted, "conv5", method=name).values,
-                                    image_picker.DISPLAY_SIZE)
+                                    SHOWN_SIZE)
         np.testing.assert_allclose(z, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max(), err_msg=name)
         assert len(chart(app, "methods_check")["layout"]["annotations"]) == 6      # trained + five stops
         assert [v.split(" depends")[0].split(" does not")[0] for v in verdicts(app)] == [name]
@@ -246,7 +252,7 @@ def test_explain_draws_every_attribution_method_with_its_sanity_check(app, demo)
     assert not app.exception
     z = array(chart(app, "methods_map")["data"][1]["z"]).astype(float)
     truck = attributions.attribute(demo, cat, CIFAR10_CLASSES.index("truck"), "conv1", method="Layer-CAM").values
-    np.testing.assert_allclose(z, explain.upsample(truck, image_picker.DISPLAY_SIZE), rtol=1e-4, atol=1e-6 * truck.max())
+    np.testing.assert_allclose(z, explain.upsample(truck, SHOWN_SIZE), rtol=1e-4, atol=1e-6 * truck.max())
     app.selectbox(key="methods_method").select("Grad-CAM").run()
     app.selectbox(key="methods_layer").select("conv5").run()
     assert app.success[0].value.startswith("Grad-CAM depends on the weights")      # the randomisation changed it

@@ -2,7 +2,8 @@
 
 The image the Predict page shows is kept in `st.session_state[CURRENT_IMAGE]`, so the Explain
 page opens on the same image. An image is decoded once per file (cached by the sha256 of its
-bytes); a file that is not a usable image gets its own message and loses nothing else.
+bytes) into `alexnet.inputs.ImageForms`, which answers for each model what it is given and what
+people are shown; a file that is not a usable image gets its own message and loses nothing else.
 """
 from __future__ import annotations
 
@@ -13,16 +14,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import streamlit as st
 from PIL import Image
-from torch import nn
 
-from alexnet import imagenet, predict
-from alexnet.images import ImageError, load_image, to_cifar_array
+from alexnet import predict
+from alexnet.images import ImageError, load_image
+from alexnet.inputs import ImageForms
 from alexnet.models import CIFAR10_CLASSES
 from pages._shared.dataset import current_source, load_dataset
 
 CURRENT_IMAGE = "current_image"
 FROM_PREDICT = "The Predict page's image"
-DISPLAY_SIZE = 224        # pixels of the centre crop shown beside the network's view and under maps
 GALLERY_PAGE = 24
 
 
@@ -39,35 +39,17 @@ class ChosenImage:
         return hashlib.sha256(self.data).hexdigest()
 
 
-@dataclass(frozen=True)
-class Decoded:
-    small: np.ndarray       # 32 x 32 x 3 uint8: the input of a model trained on CIFAR-10, before normalisation
-    display: np.ndarray     # DISPLAY_SIZE square crop of the same region, for people
-    width: int
-    height: int
-    imagenet: np.ndarray    # 224 x 224 x 3 uint8: the ImageNet model's input (resize 256, centre crop), for both
-
-    def pixels(self, model: nn.Module) -> np.ndarray:
-        """What `model` is given of this image (`predict.network_image`)."""
-        return self.small if predict.image_size(model) == 32 else self.imagenet
-
-    def shown(self, model: nn.Module) -> np.ndarray:
-        """The picture of the region `model` sees, for people and under its maps."""
-        return self.display if predict.image_size(model) == 32 else self.imagenet
-
-
 @st.cache_data(max_entries=64, show_spinner=False)
-def decode(digest: str, _data: bytes, name: str) -> Decoded | str:
-    """The decoded image, or the ImageError's message (an exception is not cached; a message is)."""
+def decode(digest: str, _data: bytes, name: str) -> ImageForms | str:
+    """The image in the forms the models take and people see, or the ImageError's message (an exception is not
+    cached; a message is)."""
     try:
-        img = load_image(_data, name)
+        return ImageForms.of(load_image(_data, name))
     except ImageError as err:
         return str(err)
-    return Decoded(to_cifar_array(img, 32), to_cifar_array(img, DISPLAY_SIZE, sharp_enlargement=True), *img.size,
-                   imagenet.photo_pixels(img))
 
 
-def decoded_or_error(image: ChosenImage) -> Decoded | None:
+def decoded_or_error(image: ChosenImage) -> ImageForms | None:
     """The decoded image, or None after showing why it cannot be used."""
     result = decode(image.digest, image.data, image.name)
     if isinstance(result, str):

@@ -2,33 +2,33 @@
 moving a slider redraws, it does not recompute. Arguments with a leading _ are not hashed."""
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 from torch import nn
 
 from alexnet import explain, predict
+from alexnet.inputs import ModelImage
 
+# `_image` is the image as the model takes it (`ImageForms.for_model`), identified by its digest.
 
-# `_pixels` is what the model is given of the image (`Decoded.pixels(model)`).
 
 @st.cache_data(max_entries=512, show_spinner=False)
-def prediction(digest: str, model_key: str, _pixels: np.ndarray, _model: nn.Module) -> predict.Prediction:
-    return predict.predict(_model, _pixels)
+def prediction(digest: str, model_key: str, _image: ModelImage, _model: nn.Module) -> predict.Prediction:
+    return predict.predict(_model, _image)
 
 
 @st.cache_data(max_entries=128, show_spinner="Computing the attribution...")
 def attribution(method: str, digest: str, model_key: str, layer: str | None, target: int,
-                _pixels: np.ndarray, _model: nn.Module) -> explain.Attribution:
+                _image: ModelImage, _model: nn.Module) -> explain.Attribution:
     if method == "gradcam":
-        return explain.grad_cam(_model, _pixels, layer, target)
+        return explain.grad_cam(_model, _image, layer, target)
     if method == "guided":
-        return explain.guided_grad_cam(_model, _pixels, layer, target)
+        return explain.guided_grad_cam(_model, _image, layer, target)
     if method == "ig":
-        return explain.integrated_gradients(_model, _pixels, target, steps=32)
+        return explain.integrated_gradients(_model, _image, target, steps=32)
     raise ValueError(f"unknown attribution method {method!r}")
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def activations(digest: str, model_key: str, layer: str, _pixels: np.ndarray, _model: nn.Module
+def activations(digest: str, model_key: str, layer: str, _image: ModelImage, _model: nn.Module
                 ) -> explain.FeatureMaps:
-    return explain.feature_maps(_model, _pixels, layer)
+    return explain.feature_maps(_model, _image, layer)
