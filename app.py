@@ -1,20 +1,8 @@
-"""AlexNet Lab: the entry file only routes and draws the sidebar; pages are thin views over `alexnet/`."""
-from pathlib import Path
+"""AlexNet Lab: the entry file only routes and draws the sidebar; pages are thin views over `alexnet/`.
 
-import streamlit as st
+The pages, their order and icons are listed in `pages/_shared/navigation.py`, where a page script
+opened by its own URL on a fresh server finds its way back through this navigation.
+"""
+from pages._shared.navigation import run_app
 
-from pages.common import sidebar
-
-# A file, not a Material icon: those come from Google's font servers, which an offline classroom lacks.
-ICON = Path(__file__).resolve().parent / "assets" / "icon.png"  # 16 of the demo model's conv1 kernels
-st.set_page_config(page_title="AlexNet Lab", page_icon=str(ICON), layout="wide")
-
-navigation = st.navigation([
-    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/predict.py", title="Predict", icon=":material/image_search:"),
-    st.Page("pages/explain.py", title="Explain", icon=":material/visibility:"),
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
-])
-sidebar()
-navigation.run()
+run_app()

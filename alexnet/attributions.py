@@ -32,8 +32,8 @@ from captum.attr import NoiseTunnel, Occlusion, Saliency
 from torch import nn
 
 from . import explain
-from .explain import Attribution, ConvLayer, activation_module, class_to_explain, explaining, find_layer
-from .predict import ImageLike, model_input
+from .explain import Attribution, ConvLayer, activation_module, explained_input, explaining, find_layer
+from .inputs import ImageLike, ModelImage
 
 __all__ = ["Method", "METHODS", "attribute", "grad_cam_plus_plus", "layer_cam", "score_cam", "eigen_cam",
            "occlusion", "smooth_grad"]
@@ -74,11 +74,10 @@ def _to_input_size(cam: torch.Tensor, x: torch.Tensor) -> np.ndarray:
 
 def _cam(name: str, formula: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor], needs_grads: bool):
     """A CAM method from its formula: (A, dS/dA) of one image (K x h x w each) -> the h x w map."""
-    def method(model: nn.Module, image: ImageLike, layer: str | None = None, target: int | None = None
+    def method(model: nn.Module, image: ImageLike | ModelImage, layer: str | None = None, target: int | None = None
                ) -> Attribution:
         conv = find_layer(model, layer)
-        target = class_to_explain(model, image, target)
-        x = model_input(image, model)
+        _, x, target = explained_input(model, image, target)
         with explaining(model):
             acts, grads = _activations(model, x, conv, target if needs_grads else None)
             cam = formula(acts[0].float(), None if grads is None else grads[0].float())
@@ -123,15 +122,14 @@ layer_cam = _cam("Layer-CAM", _layer_cam, needs_grads=True)
 eigen_cam = _cam("Eigen-CAM", _eigen_cam, needs_grads=False)
 
 
-def score_cam(model: nn.Module, image: ImageLike, layer: str | None = None, target: int | None = None
+def score_cam(model: nn.Module, image: ImageLike | ModelImage, layer: str | None = None, target: int | None = None
               ) -> Attribution:
     """Score-CAM (Wang et al. 2020) as the authors' released code computes it: each channel's map, upsampled
     and scaled to [0, 1], masks the input; the class's softmax probability on that masked input weighs the
     upsampled map; ReLU of the sum. A constant channel masks nothing in particular and gets weight 0.
     One forward pass per varying channel (256 at conv5), batched."""
     conv = find_layer(model, layer)
-    target = class_to_explain(model, image, target)
-    x = model_input(image, model)
+    _, x, target = explained_input(model, image, target)
     with explaining(model), torch.no_grad():
         acts, _ = _activations(model, x, conv, None)
         up = F.interpolate(acts, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[0]
@@ -152,13 +150,12 @@ def occlusion_window(side: int) -> tuple[int, int]:
     return side - 6 * stride, stride
 
 
-def occlusion(model: nn.Module, image: ImageLike, layer: str | None = None, target: int | None = None
+def occlusion(model: nn.Module, image: ImageLike | ModelImage, layer: str | None = None, target: int | None = None
               ) -> Attribution:
     """Occlusion (Zeiler & Fergus 2014) with captum: the class score's drop when a square of the input is
     replaced by the dataset's mean colour (0 after normalisation), averaged over the squares that cover
     each pixel. Signed: negative where hiding the region raises the score. `layer` is not used."""
-    target = class_to_explain(model, image, target)
-    x = model_input(image, model)
+    _, x, target = explained_input(model, image, target)
     window, stride = occlusion_window(x.shape[-1])
     with explaining(model), torch.no_grad():
         attr = Occlusion(model).attribute(x, target=target, sliding_window_shapes=(3, window, window),
@@ -166,15 +163,14 @@ def occlusion(model: nn.Module, image: ImageLike, layer: str | None = None, targ
     return Attribution("Occlusion", None, target, attr[0].mean(0).float().cpu().numpy())
 
 
-def smooth_grad(model: nn.Module, image: ImageLike, layer: str | None = None, target: int | None = None,
+def smooth_grad(model: nn.Module, image: ImageLike | ModelImage, layer: str | None = None, target: int | None = None,
                 samples: int = SMOOTHGRAD_SAMPLES, noise: float = SMOOTHGRAD_NOISE, seed: int = SMOOTHGRAD_SEED
                 ) -> Attribution:
     """SmoothGrad (Smilkov et al. 2017) with captum's NoiseTunnel over Saliency: the mean of |d score / d input|
     over `samples` copies of the input with Gaussian noise (std `noise` times the input's range), the
     largest over colour channels at each pixel (Simonyan et al.'s reduction). The noise comes from torch's
     generator seeded with `seed` inside `fork_rng`, so the caller's random state is left as it was."""
-    target = class_to_explain(model, image, target)
-    x = model_input(image, model)
+    _, x, target = explained_input(model, image, target)
     std = noise * float(x.max() - x.min())
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
     with explaining(model), torch.random.fork_rng(devices=devices):
@@ -184,8 +180,8 @@ def smooth_grad(model: nn.Module, image: ImageLike, layer: str | None = None, ta
     return Attribution("SmoothGrad", None, target, attr[0].amax(0).detach().float().cpu().numpy())
 
 
-def _integrated_gradients(model: nn.Module, image: ImageLike, layer: str | None = None, target: int | None = None
-                          ) -> Attribution:
+def _integrated_gradients(model: nn.Module, image: ImageLike | ModelImage, layer: str | None = None,
+                          target: int | None = None) -> Attribution:
     return explain.integrated_gradients(model, image, target)
 
 
@@ -197,7 +193,7 @@ class Method:
     uses_layer: bool         # explains one conv layer's activations
     class_specific: bool     # the map changes with the class explained
     signed: bool             # negative values mean something (else the map is >= 0)
-    compute: Callable[[nn.Module, ImageLike, str | None, int | None], Attribution]
+    compute: Callable[[nn.Module, ImageLike | ModelImage, str | None, int | None], Attribution]
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -230,7 +226,7 @@ def method_named(method: str | Method) -> Method:
     return METHODS[method]
 
 
-def attribute(model: nn.Module, image: ImageLike, target: int | None = None, layer: str | None = None, *,
+def attribute(model: nn.Module, image: ImageLike | ModelImage, target: int | None = None, layer: str | None = None, *,
               method: str | Method) -> Attribution:
     """`method`'s map of `image` for class `target` (default: the predicted one) at conv `layer` (default: the
     last; ignored by methods that do not use a layer): an H x W map at the model's input size, with the

@@ -4,12 +4,26 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+import torch
+
 from .initialization import INITS
 from .models import NORMS, VARIANTS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "plateau", "onecycle")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def device_choices() -> list[str]:
+    """The values of `TrainConfig.device` this machine can run: auto, cpu, its CUDA GPUs (each by number when
+    there are several), Apple's MPS."""
+    choices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        choices += ["cuda"] + ([f"cuda:{i}" for i in range(count)] if count > 1 else [])
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        choices.append("mps")
+    return choices
 
 
 @dataclass

@@ -264,10 +264,15 @@ def download_progress(root: str | Path | None = None) -> dict:
     return {**status, "fraction": fraction}
 
 
+def validation_size(count: int, fraction: float) -> int:
+    """How many of `count` training images `split_validation` holds out."""
+    return int(round(count * fraction))
+
+
 def split_validation(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """A seeded random split of the training set into train and validation parts."""
-    count = int(round(len(x) * fraction))
+    count = validation_size(len(x), fraction)
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     val, train = order[:count], order[count:]
     return x[train], y[train], x[val], y[val]

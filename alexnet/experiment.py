@@ -25,7 +25,7 @@ from .runs import Run, atomic_write_json, check_name, load_run, runs_root, slugi
 
 __all__ = ["NORMS", "Recipe", "RECIPES", "ExperimentPlan", "PlannedRun", "Experiment", "planned_runs", "launch",
            "load", "list_experiments", "experiments_dir", "free_name", "Arm", "ExperimentSummary", "summarize",
-           "wait", "report"]
+           "active_runs", "wait", "report"]
 
 NORMS = ("lrn", "bn")
 NORM_LABELS = {"lrn": "LRN", "bn": "BN"}
@@ -324,6 +324,13 @@ def summarize(experiment: Experiment, root: str | Path | None = None) -> Experim
                  f"{'are' if failed > 1 else 'is'} left out.")
     verdict = compare.Verdict(result.level, text, result.difference, result.test)
     return ExperimentSummary(experiment, arms, missing, dict(states), verdict, pairs, datasets)
+
+
+def active_runs(experiment: Experiment, root: str | Path | None = None) -> frozenset[str]:
+    """The experiment's runs that a process holds or is about to (queued or running): the page polls while any is."""
+    folder = runs_root(root)
+    return frozenset(entry["run"] for entry in experiment.runs if (folder / entry["run"]).is_dir()
+                     and load_run(folder / entry["run"], with_metrics=False).state not in DONE_STATES)
 
 
 def wait(experiment: Experiment, root: str | Path | None = None, timeout: float = 24 * 3600,

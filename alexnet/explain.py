@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -22,9 +22,8 @@ import torch.nn.functional as F
 from captum.attr import GuidedGradCam, IntegratedGradients, LayerAttribution, LayerGradCam
 from torch import nn
 
-from .data import normalization, to_model_input
-from .images import to_tensor
-from .predict import ImageLike, image_size, model_in_use, model_input, network_image, probabilities
+from .inputs import ImageLike, ModelImage, model_image
+from .predict import model_device, model_in_use, probabilities
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 _HOOK_EXTRAS = ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs")
@@ -126,7 +125,7 @@ class FeatureMaps:
     strength: np.ndarray      # mean activation of each of those channels
 
 
-def feature_maps(model: nn.Module, image: ImageLike, layer: str | None = None, top: int | None = None
+def feature_maps(model: nn.Module, image: ImageLike | ModelImage, layer: str | None = None, top: int | None = None
                  ) -> FeatureMaps:
     """The rectified activations of a conv layer, channels sorted by mean activation (descending).
 
@@ -135,7 +134,7 @@ def feature_maps(model: nn.Module, image: ImageLike, layer: str | None = None, t
     """
     conv = find_layer(model, layer)
     stop = conv.index + 1 + (activation_module(model, conv) is not model.features[conv.index])
-    x = model_input(image, model)
+    x = model_image(image, model).tensor(model_device(model))
     with model_in_use(model), torch.no_grad():
         acts = model.features[:stop](x)[0].float().cpu()
     strength = acts.mean(dim=(1, 2))
@@ -193,20 +192,26 @@ def explaining(model: nn.Module) -> Iterator[None]:
                             getattr(m, extra, {}).pop(key, None)
 
 
-def class_to_explain(model: nn.Module, image: ImageLike, target: int | None) -> int:
+def class_to_explain(model: nn.Module, image: ImageLike | ModelImage, target: int | None) -> int:
     """`target` as an int, or the class the model predicts for `image` when it is None."""
     if target is not None:
         return int(target)
-    return int(probabilities(model, to_tensor(network_image(image, model)))[0].argmax())
+    return int(probabilities(model, model_image(image, model).batch())[0].argmax())
 
 
-def grad_cam(model: nn.Module, image: ImageLike, layer: str | None = None, target: int | None = None
+def explained_input(model: nn.Module, image: ImageLike | ModelImage, target: int | None
+                    ) -> tuple[ModelImage, torch.Tensor, int]:
+    """The image as the model takes it, its input tensor on the model's device, and the class to explain."""
+    prepared = model_image(image, model)
+    return prepared, prepared.tensor(model_device(model)), class_to_explain(model, prepared, target)
+
+
+def grad_cam(model: nn.Module, image: ImageLike | ModelImage, layer: str | None = None, target: int | None = None
              ) -> Attribution:
     """Grad-CAM (Selvaraju et al. 2017) of `layer` (default: the last conv) for class `target` (default: the
     predicted one): positive evidence only, upsampled bilinearly to the input size."""
     conv = find_layer(model, layer)
-    target = class_to_explain(model, image, target)
-    x = model_input(image, model)
+    _, x, target = explained_input(model, image, target)
     with explaining(model):
         cam = LayerGradCam(model, activation_module(model, conv))
         attr = cam.attribute(x, target=target, relu_attributions=True)
@@ -214,12 +219,11 @@ def grad_cam(model: nn.Module, image: ImageLike, layer: str | None = None, targe
     return Attribution("Grad-CAM", conv.title, target, attr[0, 0].detach().float().cpu().numpy())
 
 
-def guided_grad_cam(model: nn.Module, image: ImageLike, layer: str | None = None, target: int | None = None
-                    ) -> Attribution:
+def guided_grad_cam(model: nn.Module, image: ImageLike | ModelImage, layer: str | None = None,
+                    target: int | None = None) -> Attribution:
     """Guided backpropagation times Grad-CAM: the class's evidence at pixel detail; H x W x 3 (signed)."""
     conv = find_layer(model, layer)
-    target = class_to_explain(model, image, target)
-    x = model_input(image, model)
+    _, x, target = explained_input(model, image, target)
     with explaining(model):
         method = GuidedGradCam(model, activation_module(model, conv))
         attr = method.attribute(x, target=target, interpolate_mode="bilinear")
@@ -227,7 +231,7 @@ def guided_grad_cam(model: nn.Module, image: ImageLike, layer: str | None = None
                        attr[0].detach().float().cpu().permute(1, 2, 0).numpy())
 
 
-def integrated_gradients(model: nn.Module, image: ImageLike, target: int | None = None, steps: int = 32,
+def integrated_gradients(model: nn.Module, image: ImageLike | ModelImage, target: int | None = None, steps: int = 32,
                          internal_batch_size: int | None = None) -> Attribution:
     """Integrated Gradients (Sundararajan et al. 2017) from a black image, summed over colour channels.
 
@@ -238,11 +242,8 @@ def integrated_gradients(model: nn.Module, image: ImageLike, target: int | None 
     """
     if internal_batch_size is None:
         internal_batch_size = steps if model.input_size <= 64 else 8
-    target = class_to_explain(model, image, target)
-    x = model_input(image, model)
-    side = image_size(model)
-    black = to_model_input(torch.zeros(1, 3, side, side, dtype=torch.uint8, device=x.device), model.input_size,
-                           *normalization(model))
+    prepared, x, target = explained_input(model, image, target)
+    black = replace(prepared, pixels=np.zeros_like(prepared.pixels)).tensor(x.device)
     with explaining(model):
         ig = IntegratedGradients(model)
         attr, delta = ig.attribute(x, baselines=black, target=target, n_steps=steps,

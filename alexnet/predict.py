@@ -1,11 +1,10 @@
-"""Classifying images: one preprocessing path, class probabilities, and what the network sees.
+"""Classifying images: class probabilities, and which models the pages can pick.
 
-Every image, whatever its source (upload, camera, example, test set), goes
-`network_image` -> `images.to_tensor` -> `data.to_model_input`, so the Predict page, the
-Explain page and `python -m alexnet predict` see the same pixels. `network_image` is the
-32x32 centre crop (`images.to_cifar_array`) for a model trained on CIFAR-10, and torchvision's
-resize and centre crop to 224x224 (`imagenet.photo_pixels`) for the ImageNet model; each
-model's own mean and std normalise it (`data.normalization`).
+Every image, whatever its source (upload, camera, example, test set), reaches a model as
+`inputs.model_image(image, model)`: the 32x32 centre crop for a model trained on CIFAR-10,
+torchvision's resize and centre crop to 224x224 for the ImageNet model, each normalised with
+the model's own statistics. So the Predict page, the Explain page and `python -m alexnet
+predict` see the same pixels.
 
 Models loaded by the app are shared by every browser session (one Python process,
 one thread per session), and captum attaches hooks to a model while it explains.
@@ -31,14 +30,12 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
-from . import imagenet
 from . import runs as run_records
 from .checkpoints import load_model, read_metadata, save_weights
-from .data import CIFAR10_MEAN, CIFAR10_STD, PROJECT_ROOT, Stats, normalization, to_model_input
-from .images import to_cifar_array, to_tensor
+from .data import PROJECT_ROOT, normalization, to_model_input
+from .inputs import ImageLike, ModelImage, model_image
 from .models import CIFAR10_CLASSES
 
 DEMO_DIR = PROJECT_ROOT / "assets" / "demo"
@@ -48,8 +45,6 @@ MODEL_CARD = DEMO_DIR / "MODEL_CARD.md"
 EXAMPLES_DIR = PROJECT_ROOT / "assets" / "examples"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
-
-ImageLike = Image.Image | np.ndarray
 
 _locks: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
 _locks_guard = threading.Lock()
@@ -86,36 +81,6 @@ def class_names(model: nn.Module) -> tuple[str, ...]:
         return tuple(model.classes)
     count = model.classifier[-1].out_features if hasattr(model, "classifier") else len(CIFAR10_CLASSES)
     return CIFAR10_CLASSES if count == len(CIFAR10_CLASSES) else tuple(f"class {i}" for i in range(count))
-
-
-def cifar_image(image: ImageLike) -> np.ndarray:
-    """The 32x32x3 uint8 image the network is given: a centre crop of a photo, or a CIFAR array as is."""
-    if isinstance(image, np.ndarray):
-        if image.shape != (32, 32, 3) or image.dtype != np.uint8:
-            raise ValueError(f"expected a 32x32x3 uint8 array, got {image.shape} {image.dtype}")
-        return image
-    return to_cifar_array(image, 32)
-
-
-def image_size(model: nn.Module) -> int:
-    """The side of the uint8 picture the model is given before any upsampling: 32 for a model trained on
-    CIFAR-10 (whatever its input size), 224 for the ImageNet model (`imagenet.build_model`)."""
-    return getattr(model, "image_size", 32)
-
-
-def network_image(image: ImageLike, model: nn.Module) -> np.ndarray:
-    """The uint8 picture `model` is given, before normalisation: a 32x32 centre crop for a model trained on
-    CIFAR-10, torchvision's resize and 224x224 centre crop for the ImageNet model. An array that is
-    already that picture (its size and uint8) is taken as is."""
-    if image_size(model) == 32:
-        return cifar_image(image)
-    return imagenet.photo_pixels(image)
-
-
-def model_input(image: ImageLike, model: nn.Module) -> torch.Tensor:
-    """1 x 3 x S x S float input on the model's device, S the variant's input size (32, 227 or 224)."""
-    batch = to_tensor(network_image(image, model)).to(model_device(model))
-    return to_model_input(batch, model.input_size, *normalization(model))
 
 
 @dataclass(frozen=True)
@@ -155,8 +120,8 @@ class Prediction:
 
 
 def probabilities(model: nn.Module, batch: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Softmax probabilities (N x classes, float32 on the CPU) for a uint8 N x 3 x S x S batch of
-    `network_image`s (S = `image_size(model)`: 32, or 224 for the ImageNet model)."""
+    """Softmax probabilities (N x classes, float32 on the CPU) for a uint8 N x 3 x S x S batch of the pixels
+    `model` is given (`ModelImage.batch`; S = `inputs.image_size(model)`: 32, or 224 for the ImageNet model)."""
     device = model_device(model)
     mean, std = normalization(model)
     out = []
@@ -167,37 +132,19 @@ def probabilities(model: nn.Module, batch: torch.Tensor, batch_size: int = 256) 
     return torch.cat(out) if out else torch.zeros(0, len(class_names(model)))
 
 
-def predict(model: nn.Module, image: ImageLike) -> Prediction:
-    probs = probabilities(model, to_tensor(network_image(image, model)))[0]
+def predict(model: nn.Module, image: ImageLike | ModelImage) -> Prediction:
+    probs = probabilities(model, model_image(image, model).batch())[0]
     return Prediction(tuple(float(p) for p in probs), class_names(model))
 
 
-def predict_images(model: nn.Module, images: Iterable[ImageLike], top: int = 3) -> list[list[tuple[str, float]]]:
+def predict_images(model: nn.Module, images: Iterable[ImageLike | ModelImage], top: int = 3
+                   ) -> list[list[tuple[str, float]]]:
     """The `top` (label, probability) pairs of each image, most likely first."""
-    arrays = [network_image(img, model) for img in images]
-    if not arrays:
+    batches = [model_image(img, model).batch() for img in images]
+    if not batches:
         return []
-    batch = torch.cat([to_tensor(a) for a in arrays])
     names = class_names(model)
-    return [Prediction(tuple(float(p) for p in row), names).top(top) for row in probabilities(model, batch)]
-
-
-@dataclass(frozen=True)
-class NetworkView:
-    """The image as the network gets it: 32x32, and at the variant's input size after upsampling."""
-    small: np.ndarray      # 32 x 32 x 3 uint8
-    seen: np.ndarray       # S x S x 3 uint8: the model input with the normalisation undone
-    input_size: int
-
-
-def network_view(image: ImageLike, input_size: int, mean: Stats = CIFAR10_MEAN, std: Stats = CIFAR10_STD
-                 ) -> NetworkView:
-    """Undoes only the mean/std normalisation (the model's: `data.normalization`) of the real model input of a
-    model trained on 32x32 images, so the picture is what the model gets."""
-    small = cifar_image(image)
-    x = to_model_input(to_tensor(small), input_size, mean, std)[0]
-    rgb = (x * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)).clamp(0, 1).mul(255).round().to(torch.uint8)
-    return NetworkView(small, rgb.permute(1, 2, 0).numpy(), input_size)
+    return [Prediction(tuple(float(p) for p in row), names).top(top) for row in probabilities(model, torch.cat(batches))]
 
 
 # ---- which models can be picked ----

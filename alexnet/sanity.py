@@ -26,7 +26,8 @@ from torch import nn
 
 from .attributions import Method, method_named
 from .explain import class_to_explain, conv_layers
-from .predict import ImageLike, model_in_use
+from .inputs import ImageLike, ModelImage, model_image
+from .predict import model_in_use
 
 __all__ = ["SIMILAR", "RandomisationCheck", "learned_layers", "default_stops", "rank_similarity", "randomisation_check"]
 
@@ -97,7 +98,7 @@ class RandomisationCheck:
                 f"layer random its map keeps a rank correlation of {final:.2f} with this model's map.")
 
 
-def randomisation_check(model: nn.Module, image: ImageLike, method: str | Method, target: int | None = None,
+def randomisation_check(model: nn.Module, image: ImageLike | ModelImage, method: str | Method, target: int | None = None,
                         layer: str | None = None, stops: Sequence[str] | None = None, seed: int = 0,
                         threshold: float = SIMILAR) -> RandomisationCheck:
     """Cascading randomisation from the top on a copy of `model`, with `method`'s map at each of `stops`
@@ -105,6 +106,7 @@ def randomisation_check(model: nn.Module, image: ImageLike, method: str | Method
     is random when the verdict is read."""
     chosen = method_named(method)
     layer = layer if chosen.uses_layer else None
+    image = model_image(image, model)   # prepared once: the copy takes it as the model does
     target = class_to_explain(model, image, target)
     original = chosen.compute(model, image, layer, target)
     with model_in_use(model):

@@ -27,8 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from alexnet import attributions, explain, imagenet, sanity  # noqa: E402
 from alexnet.checkpoints import load_model  # noqa: E402
 from alexnet.images import load_image  # noqa: E402
+from alexnet.inputs import model_image  # noqa: E402
 from alexnet.models import build  # noqa: E402
-from alexnet.predict import DEMO_WEIGHTS, EXAMPLES_DIR, network_image, predict  # noqa: E402
+from alexnet.predict import DEMO_WEIGHTS, EXAMPLES_DIR, predict  # noqa: E402
 from alexnet.train import device_label, pick_device  # noqa: E402
 
 
@@ -67,7 +68,7 @@ def main() -> int:
     header = ["variant", "prediction", "Grad-CAM (conv5)", "Guided Grad-CAM", f"Integrated Gradients ({args.ig_steps})"]
     print(" | ".join(f"{h:>24}" if i else f"{h:8}" for i, h in enumerate(header)))
     for name, model in models.items():
-        image = network_image(photo, model)      # 32x32x3, or 224x224x3 for the ImageNet model
+        image = model_image(photo, model)        # prepared once, as the pages cache it: 32x32, or 224x224
         calls = [lambda: predict(model, image),
                  lambda: explain.grad_cam(model, image, None, 3),
                  lambda: explain.guided_grad_cam(model, image, None, 3),
@@ -79,7 +80,7 @@ def main() -> int:
         print(" | ".join([f"{name:8}"] + [f"{c:>24}" for c in cells]))
         assert explain.hook_count(model) == 0
     cifar = models.get("cifar") or builders["cifar"]()
-    attribution_table(cifar, network_image(photo, cifar), args.repeats)
+    attribution_table(cifar, model_image(photo, cifar), args.repeats)
     return 0
 
 

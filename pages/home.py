@@ -13,7 +13,7 @@ import streamlit as st
 from alexnet import charts, history, imagenet
 from alexnet import runs as run_records
 from alexnet.models import VARIANTS, build, summary
-from pages import common
+from pages._shared.navigation import run_page
 
 NORM_LABELS = {"lrn": "LRN (paper)", "bn": "batch norm", "none": "none"}
 
@@ -23,73 +23,73 @@ def layer_rows(variant: str, norm: str) -> list:
     return summary(build(variant, norm))
 
 
-paper = history.PAPER
-st.title("AlexNet Lab")
-st.markdown(
-    f"In 2012 a convolutional network trained on two gaming GPUs won the ImageNet challenge (ILSVRC-2012) with a "
-    f"top-5 error of **{paper['top5_error']:.1%}**, against **{paper['runner_up_top5_error']:.1%}** for the next "
-    f"best entry. That network, *AlexNet* ({paper['authors']}, “{paper['title']}”, {paper['venue']}), has five "
-    f"convolutional and three fully connected layers and about {paper['parameters']} parameters, trained on "
-    f"{paper['hardware']}. Its ingredients became the standard kit: ReLU activations instead of tanh, which train "
-    "several times faster; dropout in the fully connected layers; overlapping max-pooling; data augmentation; "
-    "and a local response normalisation (LRN) after the first two layers that later networks replaced with batch "
-    "norm. It is the result that turned computer vision to deep learning.")
-st.markdown("Here you can **train** AlexNet variants on CIFAR-10 and watch their curves, **predict** classes of "
-            "your own images, **explain** what a model looks at, and **compare** runs, LRN against batch norm "
-            "included.")
-a, b, c, d = st.columns(4)
-a.page_link("pages/train.py", label="Train", icon=":material/model_training:")
-b.page_link("pages/predict.py", label="Predict", icon=":material/image_search:")
-c.page_link("pages/explain.py", label="Explain", icon=":material/visibility:")
-d.page_link("pages/compare.py", label="Compare", icon=":material/compare:")
+def introduction() -> None:
+    paper = history.PAPER
+    st.title("AlexNet Lab")
+    st.markdown(
+        f"In 2012 a convolutional network trained on two gaming GPUs won the ImageNet challenge (ILSVRC-2012) with a "
+        f"top-5 error of **{paper['top5_error']:.1%}**, against **{paper['runner_up_top5_error']:.1%}** for the next "
+        f"best entry. That network, *AlexNet* ({paper['authors']}, “{paper['title']}”, {paper['venue']}), has five "
+        f"convolutional and three fully connected layers and about {paper['parameters']} parameters, trained on "
+        f"{paper['hardware']}. Its ingredients became the standard kit: ReLU activations instead of tanh, which train "
+        "several times faster; dropout in the fully connected layers; overlapping max-pooling; data augmentation; "
+        "and a local response normalisation (LRN) after the first two layers that later networks replaced with batch "
+        "norm. It is the result that turned computer vision to deep learning.")
+    st.markdown("Here you can **train** AlexNet variants on CIFAR-10 and watch their curves, **predict** classes of "
+                "your own images, **explain** what a model looks at, and **compare** runs, LRN against batch norm "
+                "included.")
+    a, b, c, d = st.columns(4)
+    a.page_link("pages/train.py", label="Train", icon=":material/model_training:")
+    b.page_link("pages/predict.py", label="Predict", icon=":material/image_search:")
+    c.page_link("pages/explain.py", label="Explain", icon=":material/visibility:")
+    d.page_link("pages/compare.py", label="Compare", icon=":material/compare:")
 
-st.header("The variants")
-st.markdown("Every variant takes a **norm**: `lrn` (the paper's, with its constants n=5, α=1e-4, β=0.75, k=2), "
-            "`bn` (batch norm) or `none`, placed after the ReLU of conv1 and conv2 where the paper put LRN. So "
-            "“LRN versus BN” changes one argument and nothing else.")
-for name, variant in VARIANTS.items():
-    with st.container(border=True):
-        st.markdown(f"**{name}** · input {variant.input_size}×{variant.input_size}  \n{variant.description}")
-        st.caption(inspect.getdoc(variant.build) or "")
-st.markdown(f"The AlexNet most people know is torchvision's ImageNet one (`AlexNet_Weights.IMAGENET1K_V1`, "
-            f"{imagenet.PARAMETERS / 1e6:.1f} M parameters): on the **Predict** and **Explain** pages it names any "
-            f"photo in ImageNet's 1000 classes; its top-1 accuracy of {imagenet.TOP1:.1%} and top-5 of "
-            f"{imagenet.TOP5:.1%} are torchvision's own figures on ImageNet's 50,000 validation images (from the "
-            "weights' metadata), not measured here.")
 
-st.header("Architecture")
-left, right, _ = st.columns([1, 1, 2])
-variant = left.selectbox("Variant", list(VARIANTS), key="home.variant", persist_state="session")
-if st.session_state.get("home.norm") not in VARIANTS[variant].norms:
-    st.session_state["home.norm"] = VARIANTS[variant].norms[0]   # torchvision's AlexNet has no norm layers
-norm = right.selectbox("Norm", VARIANTS[variant].norms, key="home.norm", format_func=NORM_LABELS.get,
-                       persist_state="session")
-rows = layer_rows(variant, norm)
-a, b, c = st.columns(3)
-a.metric("Parameters", f"{sum(r.parameters for r in rows):,}")
-b.metric("Multiply-adds per image", f"{sum(r.mult_adds for r in rows) / 1e6:,.0f} M")
-c.metric("Layers with weights", sum(1 for r in rows if r.kind in ("Conv2d", "Linear")))
-st.plotly_chart(charts.architecture_figure(rows, title=f"{variant} variant, norm {norm}"), key="home.architecture",
-                config=charts.png_config(f"alexnet-{variant}-{norm}"))
-st.caption("Top: one block per layer, in forward order, its height growing with the size of its output (channels × "
-           "height × width, written on it); hover for parameters and multiply-adds. Bottom: where the parameters "
-           "are (the fully connected layers) and where the computation is (the convolutions), on a log scale.")
-with st.expander("Every layer as a table"):
-    st.dataframe([{"layer": label, "module": r.name, "type": r.kind, "output": " × ".join(map(str, r.output_shape)),
-                   "parameters": r.parameters, "multiply-adds": r.mult_adds}
-                  for label, r in zip(charts.layer_labels(rows), rows)], hide_index=True,
-                 column_config={"parameters": st.column_config.NumberColumn(format="localized"),
-                                "multiply-adds": st.column_config.NumberColumn(format="localized")})
+def variants() -> None:
+    st.header("The variants")
+    st.markdown("Every variant takes a **norm**: `lrn` (the paper's, with its constants n=5, α=1e-4, β=0.75, k=2), "
+                "`bn` (batch norm) or `none`, placed after the ReLU of conv1 and conv2 where the paper put LRN. So "
+                "“LRN versus BN” changes one argument and nothing else.")
+    for name, variant in VARIANTS.items():
+        with st.container(border=True):
+            st.markdown(f"**{name}** · input {variant.input_size}×{variant.input_size}  \n{variant.description}")
+            st.caption(inspect.getdoc(variant.build) or "")
+    st.markdown(f"The AlexNet most people know is torchvision's ImageNet one (`AlexNet_Weights.IMAGENET1K_V1`, "
+                f"{imagenet.PARAMETERS / 1e6:.1f} M parameters): on the **Predict** and **Explain** pages it names any "
+                f"photo in ImageNet's 1000 classes; its top-1 accuracy of {imagenet.TOP1:.1%} and top-5 of "
+                f"{imagenet.TOP5:.1%} are torchvision's own figures on ImageNet's 50,000 validation images (from the "
+                "weights' metadata), not measured here.")
 
-st.header("Replication: AlexNet on CIFAR-10")
-st.markdown("What earlier reimplementations report, as their sources print it, beside what this project's own "
-            "finished runs measure. Each figure says which data it was measured on and on what hardware: a "
-            "figure on a subset, or one where the test set also picked the best epoch, is not the same kind of "
-            "figure as a test accuracy measured once on the full CIFAR-10.")
-published, own = history.replication_rows(run_records.list_runs(common.runs_root()))
+
+def architecture() -> None:
+    st.header("Architecture")
+    left, right, _ = st.columns([1, 1, 2])
+    variant = left.selectbox("Variant", list(VARIANTS), key="home.variant", persist_state="session")
+    if st.session_state.get("home.norm") not in VARIANTS[variant].norms:
+        st.session_state["home.norm"] = VARIANTS[variant].norms[0]   # torchvision's AlexNet has no norm layers
+    norm = right.selectbox("Norm", VARIANTS[variant].norms, key="home.norm", format_func=NORM_LABELS.get,
+                           persist_state="session")
+    rows = layer_rows(variant, norm)
+    a, b, c = st.columns(3)
+    a.metric("Parameters", f"{sum(r.parameters for r in rows):,}")
+    b.metric("Multiply-adds per image", f"{sum(r.mult_adds for r in rows) / 1e6:,.0f} M")
+    c.metric("Layers with weights", sum(1 for r in rows if r.kind in ("Conv2d", "Linear")))
+    st.plotly_chart(charts.architecture_figure(rows, title=f"{variant} variant, norm {norm}"), key="home.architecture",
+                    config=charts.png_config(f"alexnet-{variant}-{norm}"))
+    st.caption("Top: one block per layer, in forward order, its height growing with the size of its output (channels × "
+               "height × width, written on it); hover for parameters and multiply-adds. Bottom: where the parameters "
+               "are (the fully connected layers) and where the computation is (the convolutions), on a log scale.")
+    with st.expander("Every layer as a table"):
+        st.dataframe([{"layer": label, "module": r.name, "type": r.kind, "output": " × ".join(map(str, r.output_shape)),
+                       "parameters": r.parameters, "multiply-adds": r.mult_adds}
+                      for label, r in zip(charts.layer_labels(rows), rows)], hide_index=True,
+                     column_config={"parameters": st.column_config.NumberColumn(format="localized"),
+                                    "multiply-adds": st.column_config.NumberColumn(format="localized")})
+
+
 # Columns as history.replication_rows orders them (who, accuracy, measured on, caveat first), short headers, fixed
 # widths; rows of three lines, in which Streamlit wraps long texts, so a caveat is read whole, not cut.
-table_config = {
+TABLE_CONFIG = {
     "source": st.column_config.TextColumn(width=180),
     "accuracy (%)": st.column_config.NumberColumn("acc. %", format="%.2f", width=60, help="CIFAR-10 accuracy (%)."),
     "measured on": st.column_config.TextColumn(width=180, help="The images the figure was measured on."),
@@ -109,17 +109,34 @@ def as_table(rows: list[dict]) -> list[dict]:
              for k, v in r.items()} for r in rows]
 
 
-st.plotly_chart(charts.replication_figure(published + own), key="home.replication",
-                config=charts.png_config("alexnet-cifar10-replication"))
-st.caption("Grey: published figures; coloured by norm: this project's runs (LRN orange, BN red), hatched where "
-           "measured on a subset or the embedded sample rather than the full CIFAR-10 test set.")
-st.markdown("**Published**")
-st.dataframe(as_table(published), hide_index=True, column_config=table_config, row_height=TABLE_ROW_HEIGHT)
-st.markdown("**This project** (the best finished run of each variant and norm)")
-if own:
-    st.dataframe(as_table(own), hide_index=True, column_config=table_config, row_height=TABLE_ROW_HEIGHT)
-else:
-    st.info("No finished runs yet in this runs folder, so there is nothing of ours to set beside them. Train one on "
-            "the **Train** page (the fast CPU demo takes a few minutes), or run the LRN-versus-BN experiment on the "
-            "**Compare** page.", icon=":material/info:")
-    st.page_link("pages/train.py", label="Go to the Train page", icon=":material/model_training:")
+def replication() -> None:
+    st.header("Replication: AlexNet on CIFAR-10")
+    st.markdown("What earlier reimplementations report, as their sources print it, beside what this project's own "
+                "finished runs measure. Each figure says which data it was measured on and on what hardware: a "
+                "figure on a subset, or one where the test set also picked the best epoch, is not the same kind of "
+                "figure as a test accuracy measured once on the full CIFAR-10.")
+    published, own = history.replication_rows(run_records.list_runs(run_records.runs_root()))
+    st.plotly_chart(charts.replication_figure(published + own), key="home.replication",
+                    config=charts.png_config("alexnet-cifar10-replication"))
+    st.caption("Grey: published figures; coloured by norm: this project's runs (LRN orange, BN red), hatched where "
+               "measured on a subset or the embedded sample rather than the full CIFAR-10 test set.")
+    st.markdown("**Published**")
+    st.dataframe(as_table(published), hide_index=True, column_config=TABLE_CONFIG, row_height=TABLE_ROW_HEIGHT)
+    st.markdown("**This project** (the best finished run of each variant and norm)")
+    if own:
+        st.dataframe(as_table(own), hide_index=True, column_config=TABLE_CONFIG, row_height=TABLE_ROW_HEIGHT)
+    else:
+        st.info("No finished runs yet in this runs folder, so there is nothing of ours to set beside them. Train one on "
+                "the **Train** page (the fast CPU demo takes a few minutes), or run the LRN-versus-BN experiment on the "
+                "**Compare** page.", icon=":material/info:")
+        st.page_link("pages/train.py", label="Go to the Train page", icon=":material/model_training:")
+
+
+def page() -> None:
+    introduction()
+    variants()
+    architecture()
+    replication()
+
+
+run_page(page)

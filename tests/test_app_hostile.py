@@ -35,7 +35,7 @@ from alexnet.images import load_image
 from alexnet.models import build
 from alexnet.predict import DEMO_WEIGHTS, EXAMPLES_DIR, predict
 from alexnet.train import train
-from pages import pickers
+from pages._shared import model_picker
 from test_checkpoints import Planted
 from test_reliability import write_slice
 
@@ -228,7 +228,7 @@ def upload_checkpoint(at: AppTest, name: str, data: bytes) -> list[str]:
 def test_checkpoint_uploads_that_would_run_code_or_do_not_fit_get_a_message(env, tmp_path, demo):
     marker = tmp_path / "marker"
     at = open_page("pages/predict.py")
-    at.selectbox(key="predict_model").select(pickers.UPLOAD_CHECKPOINT).run()
+    at.selectbox(key="predict_model").select(model_picker.UPLOAD_CHECKPOINT).run()
 
     planted = tmp_path / "planted.pt"
     torch.save({"model": {**demo.state_dict(), "extra": Planted(marker)}}, planted)
@@ -276,7 +276,7 @@ def test_checkpoint_uploads_that_would_run_code_or_do_not_fit_get_a_message(env,
 
 def test_checkpoint_upload_names_stay_inside_the_upload_folder(env, demo, tmp_path):
     at = open_page("pages/predict.py")
-    at.selectbox(key="predict_model").select(pickers.UPLOAD_CHECKPOINT).run()
+    at.selectbox(key="predict_model").select(model_picker.UPLOAD_CHECKPOINT).run()
     uploads = Path(tempfile.gettempdir()) / "alexnet-lab-uploads"
     expected = predict(demo, load_image(EXAMPLES_DIR / "chelsea.png")).label
     for n, name in enumerate(["../../../../tmp/owned.safetensors", "/etc/cron.d/x.safetensors", "..safetensors",

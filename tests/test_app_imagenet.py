@@ -22,7 +22,7 @@ from torchvision.models import AlexNet_Weights, alexnet
 from alexnet import charts, explain, imagenet
 from alexnet.images import load_image
 from alexnet.predict import DEMO_WEIGHTS, EXAMPLES_DIR, predict
-from pages import pickers
+from pages._shared import model_picker
 
 REPO = Path(__file__).resolve().parent.parent
 CAT = EXAMPLES_DIR / "chelsea.png"
@@ -105,7 +105,7 @@ def upload_cat(at, key: str = "predict") -> None:
 
 
 def test_predict_names_the_photo_in_1000_classes_beside_a_cifar_model(app, reference):
-    app.selectbox(key="predict_model").select(pickers.IMAGENET).run()
+    app.selectbox(key="predict_model").select(model_picker.IMAGENET).run()
     upload_cat(app)
     expected = predict(reference, load_image(CAT))
     assert metric(app, "Predicted") == [expected.label]
@@ -118,7 +118,7 @@ def test_predict_names_the_photo_in_1000_classes_beside_a_cifar_model(app, refer
     seen = [f for f in figures(app) if f["data"] and f["data"][0]["type"] == "image"]
     assert [f["layout"]["title"]["text"] for f in seen] == ["what the ImageNet model sees: resized to 256, centre "
                                                             "224x224"]
-    assert array(seen[0]["data"][0]["z"]).shape == (224, 224, 3)
+    assert np.array_equal(array(seen[0]["data"][0]["z"]), imagenet.photo_pixels(load_image(CAT)))  # 224x224
 
     second = app.selectbox(key="predict_model_2")
     second.select(next(o for o in second.options if o.startswith("demo"))).run()
@@ -135,11 +135,11 @@ def imagenet_free_demo():
 
 
 def test_explain_draws_all_three_maps_at_224_for_any_of_the_1000_classes(app, reference):
-    app.selectbox(key="predict_model").select(pickers.IMAGENET).run()
+    app.selectbox(key="predict_model").select(model_picker.IMAGENET).run()
     upload_cat(app)
     app.switch_page("pages/explain.py").run()
     assert not app.exception, app.exception
-    assert app.selectbox(key="explain_model").value == pickers.IMAGENET
+    assert app.selectbox(key="explain_model").value == model_picker.IMAGENET
     pixels = imagenet.photo_pixels(load_image(CAT))
     predicted = predict(reference, pixels)
 
@@ -185,7 +185,7 @@ def test_explain_draws_all_three_maps_at_224_for_any_of_the_1000_classes(app, re
 
 
 def test_a_weights_file_named_on_the_server_is_used(app, weights, reference):
-    app.selectbox(key="predict_model").select(pickers.IMAGENET).run()
+    app.selectbox(key="predict_model").select(model_picker.IMAGENET).run()
     app.text_input(key="predict_model_imagenet_file").input(str(weights[2])).run()
     assert not app.exception and not app.error
     assert any(str(weights[2]) in c.value for c in app.caption)
@@ -210,7 +210,7 @@ def test_absent_weights_get_the_message_and_a_download_with_progress(tmp_path, r
 
     monkeypatch.setattr(imagenet, "start_download", fake_start)
     at = open_app("pages/predict.py")
-    at.selectbox(key="predict_model").select(pickers.IMAGENET).run()
+    at.selectbox(key="predict_model").select(model_picker.IMAGENET).run()
     assert not at.exception
     (warning,) = [w.value for w in at.warning]
     assert AlexNet_Weights.IMAGENET1K_V1.url in warning and str(tmp_path / "torch" / "hub" / "checkpoints") in warning

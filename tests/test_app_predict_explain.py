@@ -20,9 +20,10 @@ from streamlit.testing.v1 import AppTest
 from alexnet import attributions, explain, runs
 from alexnet.checkpoints import load_model, save_weights
 from alexnet.images import load_image, to_cifar_array
+from alexnet.inputs import SHOWN_SIZE, model_image
 from alexnet.models import CIFAR10_CLASSES, build
 from alexnet.predict import DEMO_WEIGHTS, EXAMPLES_DIR, predict
-from pages import pickers
+from pages._shared import image_picker, model_picker
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU")   # captum's per-call notice
@@ -112,8 +113,13 @@ def test_predict_shows_the_32px_input_and_for_a_paper_model_the_227px_one(app, r
     second = app.selectbox(key="predict_model_2")
     second.select(next(o for o in second.options if o.startswith("paper-run"))).run()
     assert not app.exception
-    titles = [f["layout"]["title"]["text"] for f in figures(app) if f["data"] and f["data"][0]["type"] == "image"]
-    assert titles == ["what the network sees: 32x32", "upsampled to 227x227 for the paper variant"]
+    views = {f["layout"]["title"]["text"]: array(f["data"][0]["z"])
+             for f in figures(app) if f["data"] and f["data"][0]["type"] == "image"}
+    assert list(views) == ["what the network sees: 32x32", "upsampled to 227x227 for the paper variant"]
+    photo = load_image(EXAMPLES_DIR / "chelsea.png")                     # the example the page opens on
+    assert np.array_equal(views["what the network sees: 32x32"], model_image(photo, build("cifar", "bn")).pixels)
+    paper = model_image(photo, build("paper", "lrn"))                    # the library's 227x227 input, as a picture
+    assert np.array_equal(views["upsampled to 227x227 for the paper variant"], paper.seen())
     assert len(bar_charts(app)) == 2 and len(metric(app, "Predicted")) == 2
 
 
@@ -139,7 +145,7 @@ def test_uploads_several_files_and_bad_ones_get_a_message_each(app, demo, mini_d
     assert metric(app, "Predicted") == [predict(demo, good).label]
     closer.select(1).run()
     assert metric(app, "Predicted") == [predict(demo, load_image(cat)).label]
-    assert app.session_state[pickers.CURRENT_IMAGE].name == "cat.png"
+    assert app.session_state[image_picker.CURRENT_IMAGE].name == "cat.png"
 
 
 def test_the_gallery_shows_test_images_with_their_true_labels(app, demo, mini_data):
@@ -149,7 +155,7 @@ def test_the_gallery_shows_test_images_with_their_true_labels(app, demo, mini_da
     third = int(picked.options[2].split()[0].lstrip("#"))           # options read "#12 (ship)"
     picked.select(third).run()
     assert not app.exception
-    chosen = app.session_state[pickers.CURRENT_IMAGE]
+    chosen = app.session_state[image_picker.CURRENT_IMAGE]
     number = int(chosen.name.split("#")[1].split()[0])
     assert number == third
     assert int(mini_data.test_y[number]) == CIFAR10_CLASSES.index("ship") == chosen.true_label
@@ -161,7 +167,7 @@ def test_the_gallery_shows_test_images_with_their_true_labels(app, demo, mini_da
 
 def test_an_uploaded_checkpoint_is_checked_against_the_chosen_variant(app):
     model_box = app.selectbox(key="predict_model")
-    model_box.select(pickers.UPLOAD_CHECKPOINT).run()
+    model_box.select(model_picker.UPLOAD_CHECKPOINT).run()
     uploader = app.file_uploader(key="predict_model_file")
     uploader.upload("junk.safetensors", b"\x00" * 64).run()
     assert any("junk.safetensors is not a valid safetensors file" in e.value for e in app.error)
@@ -186,10 +192,10 @@ def test_explain_follows_the_predict_pages_image_and_draws_grad_cam(app, demo, m
     original = explain.grad_cam
     monkeypatch.setattr(explain, "grad_cam", lambda *a, **k: calls.append(a[2:]) or original(*a, **k))
     app.radio(key="predict_source").set_value("Test-set gallery").run()
-    chosen = app.session_state[pickers.CURRENT_IMAGE]
+    chosen = app.session_state[image_picker.CURRENT_IMAGE]
     app.switch_page("pages/explain.py").run()
     assert not app.exception, app.exception
-    assert app.radio(key="explain_source").value == pickers.FROM_PREDICT
+    assert app.radio(key="explain_source").value == image_picker.FROM_PREDICT
     small = np.asarray(Image.open(io.BytesIO(chosen.data)))
     expected = predict(demo, small)
     assert metric(app, "Predicted") == [expected.label]
@@ -198,9 +204,9 @@ def test_explain_follows_the_predict_pages_image_and_draws_grad_cam(app, demo, m
             if len(f["data"]) == 2 and f["data"][1]["type"] == "heatmap"}
     cam = maps["evidence"]["data"][1]
     z = array(cam["z"]).astype(float)
-    assert z.shape == (pickers.DISPLAY_SIZE, pickers.DISPLAY_SIZE) and np.ptp(z) > 0
+    assert z.shape == (SHOWN_SIZE, SHOWN_SIZE) and np.ptp(z) > 0
     assert cam["opacity"] == 0.5
-    reference = explain.upsample(original(demo, small, "conv5", expected.index).values, pickers.DISPLAY_SIZE)
+    reference = explain.upsample(original(demo, small, "conv5", expected.index).values, SHOWN_SIZE)
     np.testing.assert_allclose(z, reference, rtol=1e-4, atol=1e-7)
     assert "attribution" in maps                                         # Integrated Gradients beside it
     n_calls = len(calls)
@@ -233,7 +239,7 @@ def test_explain_draws_every_attribution_method_with_its_sanity_check(app, demo)
         assert app.selectbox(key="methods_layer").disabled == (not method.uses_layer)
         z = array(chart(app, "methods_map")["data"][1]["z"]).astype(float)
         expected = explain.upsample(attributions.attribute(demo, cat, predicted, "conv5", method=name).values,
-                                    pickers.DISPLAY_SIZE)
+                                    SHOWN_SIZE)
         np.testing.assert_allclose(z, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max(), err_msg=name)
         assert len(chart(app, "methods_check")["layout"]["annotations"]) == 6      # trained + five stops
         assert [v.split(" depends")[0].split(" does not")[0] for v in verdicts(app)] == [name]
@@ -246,7 +252,7 @@ def test_explain_draws_every_attribution_method_with_its_sanity_check(app, demo)
     assert not app.exception
     z = array(chart(app, "methods_map")["data"][1]["z"]).astype(float)
     truck = attributions.attribute(demo, cat, CIFAR10_CLASSES.index("truck"), "conv1", method="Layer-CAM").values
-    np.testing.assert_allclose(z, explain.upsample(truck, pickers.DISPLAY_SIZE), rtol=1e-4, atol=1e-6 * truck.max())
+    np.testing.assert_allclose(z, explain.upsample(truck, SHOWN_SIZE), rtol=1e-4, atol=1e-6 * truck.max())
     app.selectbox(key="methods_method").select("Grad-CAM").run()
     app.selectbox(key="methods_layer").select("conv5").run()
     assert app.success[0].value.startswith("Grad-CAM depends on the weights")      # the randomisation changed it
@@ -332,7 +338,7 @@ def test_the_camera_source_waits_for_a_photo_without_error(app):
 
 def test_two_different_checkpoints_with_one_name_are_not_confused(app, tmp_path):
     """Per-image results are cached by the model's key: it must follow the file's bytes, not its name."""
-    app.selectbox(key="predict_model").select(pickers.UPLOAD_CHECKPOINT).run()
+    app.selectbox(key="predict_model").select(model_picker.UPLOAD_CHECKPOINT).run()
     torch.manual_seed(1)
     untrained = tmp_path / "untrained.safetensors"
     save_weights(untrained, build("cifar", "bn", init="torch").eval())

@@ -17,8 +17,8 @@ from streamlit.testing.v1 import AppTest
 from alexnet import charts, jobs, presets
 from alexnet import runs as run_records
 from alexnet.cli import _config_from, _preset_config, build_parser
-from alexnet.config import TrainConfig
-from alexnet.train import train
+from alexnet.config import TrainConfig, device_choices
+from alexnet.train import pick_device, train
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 PAGE = "pages/train.py"
@@ -84,6 +84,13 @@ def test_empty_runs_folder_renders_the_form_and_says_what_to_do(mini_env):
     assert at.selectbox(key="train.preset").value == presets.DEFAULT
     assert at.button(key="train.start").disabled is False
     assert not at.error
+
+
+def test_the_device_box_offers_what_this_machine_runs(mini_env):
+    at = open_train_page()
+    offered = at.selectbox(key="train.device").options
+    assert offered == device_choices() and offered[:2] == ["auto", "cpu"]
+    assert [pick_device(d).type for d in offered] == [pick_device("auto").type, "cpu", *[d.split(":")[0] for d in offered[2:]]]
 
 
 def test_missing_dataset_is_named_and_start_is_disabled(monkeypatch, runs_dir, tmp_path):

@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from alexnet import attributions, explain, sanity
 from alexnet.attributions import METHODS, attribute
 from alexnet.checkpoints import load_model
+from alexnet.inputs import model_image
 from alexnet.models import build
-from alexnet.predict import DEMO_WEIGHTS, model_input
+from alexnet.predict import DEMO_WEIGHTS
 
 pytestmark = [pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU"),
               pytest.mark.filterwarnings("ignore:.*required_grads has been set automatically")]
@@ -51,7 +52,7 @@ def hooked(model, image, layer: str, target: int):
     kept = []
     handle = module.register_forward_hook(lambda m, args, out: kept.append(out))
     try:
-        score = model(model_input(image, model))[0, target]
+        score = model(model_image(image, model).tensor())[0, target]
     finally:
         handle.remove()
     (grad,) = torch.autograd.grad(score, kept[0])
@@ -109,7 +110,7 @@ def paper_score_cam(model, image, layer, target):
     skip it if constant, scale it to [0, 1], mask the input, weigh the upsampled channel by the class's
     softmax probability on that masked input; ReLU of the sum."""
     a = hooked(model, image, layer, target)[0]
-    x = model_input(image, model)
+    x = model_image(image, model).tensor()
     total = np.zeros((32, 32))
     for channel in a:
         up = to_input_size(channel).astype(np.float64)
@@ -159,7 +160,7 @@ def test_maps_at_conv1_keep_the_input_resolution(demo, images):
 
 def score_with_patch(model, image, target, centre, size=8) -> float:
     """The class score with a size x size square around `centre` set to the dataset's mean colour."""
-    x = model_input(image, model).clone()
+    x = model_image(image, model).tensor().clone()
     top = int(np.clip(centre[0] - size // 2, 0, 32 - size))
     left = int(np.clip(centre[1] - size // 2, 0, 32 - size))
     x[:, :, top:top + size, left:left + size] = 0.0
@@ -184,7 +185,7 @@ def test_smooth_grad_is_the_mean_saliency_over_the_same_seeded_noise(demo, refer
     result = attributions.smooth_grad(demo, image, None, target, samples=samples, seed=7)
     assert torch.equal(torch.get_rng_state(), state)            # the caller's random state is untouched
 
-    x = model_input(image, reference)
+    x = model_image(image, reference).tensor()
     std = attributions.SMOOTHGRAD_NOISE * float(x.max() - x.min())
     torch.manual_seed(7)
     noise = torch.normal(0.0, torch.full((samples,) + tuple(x.shape[1:]), std))
@@ -261,7 +262,7 @@ def test_randomising_the_weights_changes_grad_cams_map_on_the_demo_model(demo, i
 
 def edges(model, image, layer, target):
     """A Sobel edge detector on the image's grey levels: a 'saliency map' that never runs the model."""
-    grey = np.asarray(image, dtype=np.float64).mean(axis=2)
+    grey = model_image(image, model).pixels.astype(np.float64).mean(axis=2)
     gy, gx = np.gradient(grey)
     return explain.Attribution("Edges", None, target, np.hypot(gx, gy))
 

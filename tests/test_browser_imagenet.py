@@ -17,7 +17,7 @@ from alexnet import imagenet
 from alexnet.images import load_image
 from alexnet.predict import EXAMPLES_DIR, predict
 from conftest import metric_value, nav_link, screenshot, serve_app, wait_for_app
-from pages import pickers
+from pages._shared import model_picker
 
 CAT = EXAMPLES_DIR / "chelsea.png"
 
@@ -56,7 +56,7 @@ def test_pick_the_imagenet_model_upload_a_photo_see_five_names_and_grad_cam(imag
     nav_link(page, "Predict").click()
     wait_for_app(page)
     page.locator(".st-key-predict_model button[aria-label=Open]").click()
-    page.get_by_role("option", name=pickers.IMAGENET).click()
+    page.get_by_role("option", name=model_picker.IMAGENET).click()
     wait_for_app(page)
     page.locator("[data-testid=stRadio] label").filter(has_text=re.compile(r"^Upload$")).click()
     wait_for_app(page)

@@ -313,6 +313,20 @@ def test_summary_of_an_experiment_in_progress(tmp_path):
     assert [a.label for a in summary.arms.values()] == ["LRN", "BN"]
 
 
+def test_the_runs_a_process_holds_are_the_experiments_active_ones(tmp_path):
+    root = tmp_path / "runs"
+
+    def start(config, name, folder):  # seed 0 has finished, seed 1 trains (in this very process)
+        write_finished(folder, name, config.norm, config.seed, 0.6 if config.seed == 0 else None,
+                       state="finished" if config.seed == 0 else "running")
+        return name
+
+    e = experiment.launch(experiment.ExperimentPlan(seeds=2), root, name="exp", start=start)
+    assert experiment.active_runs(e, root) == {"exp-lrn-s1", "exp-bn-s1"}
+    run_records.RunWriter(root / "exp-bn-s1").set_status("stopped")
+    assert experiment.active_runs(e, root) == {"exp-lrn-s1"}
+
+
 def test_a_failed_start_leaves_a_true_record(tmp_path):
     root = tmp_path / "runs"
     count = []

@@ -13,7 +13,8 @@ from alexnet import explain
 from alexnet.checkpoints import load_model
 from alexnet.images import load_image, to_cifar_array
 from alexnet.models import build
-from alexnet.predict import DEMO_WEIGHTS, EXAMPLES_DIR, model_input, predict
+from alexnet.inputs import model_image
+from alexnet.predict import DEMO_WEIGHTS, EXAMPLES_DIR, predict
 
 
 # explain.py silences these once at import; pytest resets warning filters for each test.
@@ -50,7 +51,7 @@ def rss_bytes() -> int:
 
 def manual_grad_cam(model, image, conv_index, target):
     """Grad-CAM written out by hand: rectified maps A, weights = spatial mean of d score / d A."""
-    x = model_input(image, model)
+    x = model_image(image, model).tensor()
     acts = model.features[:conv_index + 2](x)          # through the conv's ReLU
     acts.retain_grad()
     rest = model.features[conv_index + 2:](acts)
@@ -182,8 +183,8 @@ def test_guided_grad_cam_and_integrated_gradients_have_the_image_shape(demo, cat
     ig = explain.integrated_gradients(demo, cat, 3, steps=64, internal_batch_size=16)
     assert ig.values.shape == (32, 32) and np.ptp(ig.values) > 0
     # completeness: the attributions add up to score(image) - score(black), up to the integral's error
-    x = model_input(cat, demo)
-    black = model_input(np.zeros((32, 32, 3), np.uint8), demo)
+    x = model_image(cat, demo).tensor()
+    black = model_image(np.zeros((32, 32, 3), np.uint8), demo).tensor()
     with torch.no_grad():
         gap = float(demo(x)[0, 3] - demo(black)[0, 3])
     assert ig.score_gap == pytest.approx(gap, rel=1e-4, abs=1e-4)
@@ -254,7 +255,7 @@ def test_feature_maps_are_sorted_strongest_first(demo, cat, layer, shape):
     handle = module.register_forward_hook(keep)
     try:
         with torch.no_grad():
-            demo(model_input(cat, demo))
+            demo(model_image(cat, demo).tensor())
     finally:
         handle.remove()
     np.testing.assert_allclose(maps.maps, captured["a"][torch.from_numpy(maps.channels)].numpy(), atol=1e-5)

@@ -30,6 +30,7 @@ from alexnet.cli import main as cli_main
 from alexnet.config import TrainConfig
 from alexnet.data import Augment, Cifar10, augment_batch, normalization, to_model_input
 from alexnet.images import load_image, to_cifar_array, to_tensor
+from alexnet.inputs import image_size, model_image
 from alexnet.models import build
 from alexnet.presets import PRESETS
 from alexnet.runs import RunWriter
@@ -104,7 +105,7 @@ def test_loads_from_the_hub_cache_without_any_download(hub):
     assert not model.training
     assert not any(getattr(m, "inplace", False) for m in model.modules())      # captum needs ReLUs not in place
     assert model.classifier[-1].out_features == 1000
-    assert (model.variant, model.input_size, predict.image_size(model)) == ("imagenet", 224, 224)
+    assert (model.variant, model.input_size, image_size(model)) == ("imagenet", 224, 224)
 
 
 @pytest.mark.parametrize("kind", ["pth", "safetensors"])
@@ -150,11 +151,11 @@ def test_preprocessing_is_torchvisions_own_transform(model):
               Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))]
     reference = WEIGHTS.transforms()
     for image in images:
-        assert torch.equal(predict.model_input(image, model), reference(image)[None])
+        assert torch.equal(model_image(image, model).tensor(), reference(image)[None])
     # the 224x224 picture the pages cache is the same input again
-    pixels = predict.network_image(images[0], model)
+    pixels = model_image(images[0], model).pixels
     assert pixels.shape == (224, 224, 3) and pixels.dtype == np.uint8
-    assert torch.equal(predict.model_input(pixels, model), reference(images[0])[None])
+    assert torch.equal(model_image(pixels, model).tensor(), reference(images[0])[None])
     assert predict.predict(model, pixels) == predict.predict(model, images[0])
 
 
@@ -173,9 +174,9 @@ def test_normalisation_is_a_property_of_the_model():
 def test_a_fine_tuned_model_sees_32px_images_upsampled_with_imagenet_statistics():
     tuned = build("imagenet", "none", init="torch").eval()
     photo = load_image(CAT)
-    assert predict.image_size(tuned) == 32 and predict.class_names(tuned)[0] == "airplane"
+    assert image_size(tuned) == 32 and predict.class_names(tuned)[0] == "airplane"
     expected = to_model_input(to_tensor(to_cifar_array(photo, 32)), 224, imagenet.MEAN, imagenet.STD)
-    assert torch.equal(predict.model_input(photo, tuned), expected)
+    assert torch.equal(model_image(photo, tuned).tensor(), expected)
 
 
 # ---- explaining it at 224x224 ----
@@ -204,7 +205,7 @@ def test_conv_layers_filters_and_feature_maps_of_the_imagenet_model(model):
 
 def test_grad_cam_at_224_equals_the_formula_and_leaves_no_trace(hub, model):
     photo = load_image(CAT)
-    x = predict.model_input(photo, model)
+    x = model_image(photo, model).tensor()
     target = predict.predict(model, photo).index
     result = explain.grad_cam(model, photo)
     assert (result.layer, result.target, result.values.shape) == ("conv5", target, (224, 224))

@@ -12,13 +12,15 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from alexnet import predict, runs
+from alexnet import imagenet, predict, runs
 from alexnet.checkpoints import load_model, save_weights
 from alexnet.cli import main as cli_main
 from alexnet.images import load_image, to_cifar_array
 from alexnet.models import CIFAR10_CLASSES, build
-from alexnet.predict import (DEMO_WEIGHTS, MODEL_CARD, Prediction, available_models, model_in_use, network_view,
-                             predict_images)
+from alexnet.data import normalization, to_model_input
+from alexnet.images import to_tensor
+from alexnet.inputs import SHOWN_SIZE, ImageForms, model_image
+from alexnet.predict import DEMO_WEIGHTS, MODEL_CARD, Prediction, available_models, model_in_use, predict_images
 from alexnet.train import evaluate
 
 
@@ -126,15 +128,51 @@ def test_a_test_image_through_png_round_trip_is_classified_as_in_the_dataset(dem
     assert torch.allclose(torch.tensor(predict.predict(demo, decoded).probabilities), direct)
 
 
-def test_network_view_is_the_real_input_with_only_normalisation_undone():
-    rng = np.random.default_rng(0)
-    small = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    view = network_view(small, 32)
-    assert np.array_equal(view.small, small) and np.array_equal(view.seen, small)
-    big = network_view(small, 227)
-    assert big.seen.shape == (227, 227, 3) and big.seen.dtype == np.uint8
-    # bilinear upsampling keeps the mean colour
-    assert np.abs(big.seen.reshape(-1, 3).mean(0) - small.reshape(-1, 3).mean(0)).max() < 3
+# ---- one image, as each model takes it ----
+
+def test_a_cifar_model_takes_the_32px_crop_and_people_see_that_crop(demo):
+    photo = load_image(predict.EXAMPLES_DIR / "chelsea.png")
+    prepared = model_image(photo, demo)
+    assert np.array_equal(prepared.pixels, to_cifar_array(photo, 32))
+    assert np.array_equal(prepared.shown, to_cifar_array(photo, SHOWN_SIZE))   # the same square crop, for people
+    assert (prepared.input_size, (prepared.mean, prepared.std)) == (32, normalization(demo))
+    assert torch.equal(prepared.tensor(), to_model_input(to_tensor(prepared.pixels), 32, *normalization(demo)))
+    assert np.array_equal(prepared.seen(), prepared.pixels)                     # no upsampling: it sees its pixels
+    assert predict.predict(demo, prepared) == predict.predict(demo, photo)
+
+
+def test_the_paper_model_sees_the_32px_image_upsampled_to_227():
+    paper = build("paper", "lrn")
+    small = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    prepared = model_image(small, paper)
+    assert np.array_equal(prepared.pixels, small) and prepared.input_size == 227
+    assert np.array_equal(prepared.shown, np.repeat(np.repeat(small, 7, axis=0), 7, axis=1))  # square pixels, 224
+    assert prepared.tensor().shape == (1, 3, 227, 227)
+    seen = prepared.seen()  # the real input with only the normalisation undone
+    assert seen.shape == (227, 227, 3) and seen.dtype == np.uint8
+    assert np.abs(seen.reshape(-1, 3).mean(0) - small.reshape(-1, 3).mean(0)).max() < 3  # bilinear keeps the colour
+
+
+def test_the_imagenet_model_takes_torchvisions_224_crop_and_people_see_that_region():
+    model = imagenet.build_model()
+    photo = load_image(predict.EXAMPLES_DIR / "chelsea.png")
+    prepared = model_image(photo, model)
+    assert np.array_equal(prepared.pixels, imagenet.photo_pixels(photo)) and prepared.shown is prepared.pixels
+    assert (prepared.input_size, prepared.mean, prepared.std) == (224, imagenet.MEAN, imagenet.STD)
+    assert torch.equal(prepared.tensor(), imagenet.WEIGHTS.transforms()(photo)[None])
+    assert np.array_equal(prepared.seen(), prepared.pixels)
+
+
+def test_one_decoding_answers_every_model_as_model_image_does(demo):
+    photo = load_image(predict.EXAMPLES_DIR / "coffee.jpg")
+    forms = ImageForms.of(photo)
+    assert (forms.width, forms.height) == photo.size
+    for model in (demo, build("paper", "bn"), imagenet.build_model()):
+        cached, direct = forms.for_model(model), model_image(photo, model)
+        assert np.array_equal(cached.pixels, direct.pixels) and np.array_equal(cached.shown, direct.shown)
+        assert torch.equal(cached.tensor(), direct.tensor())
+    with pytest.raises(ValueError, match="uint8"):
+        ImageForms.of(np.zeros((32, 32, 3), np.float32))
 
 
 def test_model_in_use_switches_a_training_model_to_eval_and_back():

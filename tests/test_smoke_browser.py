@@ -26,7 +26,8 @@ def test_every_page_opens_in_chromium_with_the_sidebar(app_server, page):
 
 def test_a_bookmarked_page_on_a_fresh_server_opens_through_app_py(tmp_path_factory, mini_dir, browser):
     """Streamlit runs pages/x.py on its own (legacy folder mode) when the first visit of a fresh server is
-    /x; pages.common routes it back through app.py's navigation, sidebar included."""
+    /x; the page script runs the app instead (pages/_shared/navigation.py), whose st.navigation ends that mode and
+    draws the page with the sidebar."""
     with serve_app(tmp_path_factory, "fresh-server", ALEXNET_DATA=str(mini_dir)) as url:
         page = browser.new_page()
         page.goto(f"{url}/train")

@@ -6,13 +6,13 @@ page, never a file in a folder below. Results are cached by image digest, model 
 """
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 from torch import nn
 
 from alexnet import attributions, charts, sanity
 from alexnet.explain import Attribution, conv_layers, upsample
+from alexnet.inputs import ModelImage
 from alexnet.predict import Prediction
 
 PREDICTED = "the predicted class"
@@ -35,23 +35,22 @@ def class_choice(container: DeltaGenerator, prediction: Prediction, key: str) ->
     return prediction.classes.index(wanted)
 
 
-# `_pixels` is what the model is given of the image; arguments with a leading _ are not hashed.
+# `_image` is the image as the model takes it (`ImageForms.for_model`); arguments with a leading _ are not hashed.
 
 @st.cache_data(max_entries=64, show_spinner="Computing the map...")
-def method_map(method: str, digest: str, model_key: str, layer: str, target: int, _pixels: np.ndarray,
+def method_map(method: str, digest: str, model_key: str, layer: str, target: int, _image: ModelImage,
                _model: nn.Module) -> Attribution:
-    return attributions.attribute(_model, _pixels, target, layer, method=method)
+    return attributions.attribute(_model, _image, target, layer, method=method)
 
 
 @st.cache_data(max_entries=32, show_spinner="Randomising a copy of the model layer by layer, from the top...")
-def randomisation(method: str, digest: str, model_key: str, layer: str, target: int, _pixels: np.ndarray,
+def randomisation(method: str, digest: str, model_key: str, layer: str, target: int, _image: ModelImage,
                   _model: nn.Module) -> sanity.RandomisationCheck:
-    return sanity.randomisation_check(_model, _pixels, method, target, layer)
+    return sanity.randomisation_check(_model, _image, method, target, layer)
 
 
 @st.fragment
-def methods_panel(model: nn.Module, pixels: np.ndarray, shown: np.ndarray, prediction: Prediction, digest: str,
-                  model_key: str) -> None:
+def methods_panel(model: nn.Module, image: ModelImage, prediction: Prediction, digest: str, model_key: str) -> None:
     """Method, layer and class boxes; the map over the image; the sanity check beside it."""
     titles = [layer.title for layer in conv_layers(model)]
     left, middle, right = st.columns([1, 1, 1])
@@ -63,7 +62,7 @@ def methods_panel(model: nn.Module, pixels: np.ndarray, shown: np.ndarray, predi
                                   "about the class but coarser (conv5: 7x7 at 32x32); conv1 keeps the full 32x32.")
     target = class_choice(right, prediction, "methods_target")
     layer = layer if method.uses_layer else None
-    result = method_map(name, digest, model_key, layer, target, pixels, model)
+    result = method_map(name, digest, model_key, layer, target, image, model)
     st.caption(f"**{name}**{f' ({layer})' if layer else ''}, class {prediction.classes[target]}: {result.computes}."
                + ("" if method.class_specific else " The same map for every class."))
     map_column, check_column = st.columns([1, 2])
@@ -71,12 +70,12 @@ def methods_panel(model: nn.Module, pixels: np.ndarray, shown: np.ndarray, predi
         if result.problem:
             st.info(result.problem)
         else:
-            heat = upsample(result.values, shown.shape[0])
-            st.plotly_chart(charts.overlay_figure(shown, heat, 0.6, diverging=method.signed,
+            heat = upsample(result.values, image.shown.shape[0])
+            st.plotly_chart(charts.overlay_figure(image.shown, heat, 0.6, diverging=method.signed,
                                                  colorbar="attribution" if method.signed else name),
                             width="stretch", key="methods_map")
     with check_column:
-        check = randomisation(name, digest, model_key, layer, target, pixels, model)
+        check = randomisation(name, digest, model_key, layer, target, image, model)
         labels = ["trained"] + [f"random to {stop}<br>ρ {rho:.2f}" for stop, rho in zip(check.stops, check.similarity)]
         st.plotly_chart(charts.cascade_figure(check.maps, labels), width="stretch", key="methods_check")
         (st.success if check.explains else st.warning)(check.verdict)

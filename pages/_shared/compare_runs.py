@@ -1,0 +1,138 @@
+"""The Compare page's runs side by side: their curves (and seed bands), the summary table, the config keys that
+differ, and the exports. A fragment that polls every 2 s while a chosen run trains (`compare_view`).
+
+The table, the differing keys and the bands come from `alexnet.compare`.
+"""
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+from alexnet import charts, compare
+from alexnet import runs as run_records
+from alexnet.progress import ACTIVE
+
+REFRESH = "2s"  # how often a view of runs that train reads their folders again
+
+
+def rerun_if_changed(active_now: frozenset[str], active_when_drawn: frozenset[str]) -> None:
+    """A run started or ended: redraw the whole page, so polling starts or stops with it."""
+    if active_now != active_when_drawn:
+        st.rerun()
+
+
+def curve_controls() -> tuple[str, str, float, bool]:
+    a, b, c, d = st.columns([2, 2, 3, 1])
+    x = a.segmented_control("x axis", ["epoch", "step", "time"], key="compare.x", default="epoch", required=True,
+                            persist_state="session", format_func=lambda v: "time (s)" if v == "time" else v,
+                            help="time: training seconds of each run (evaluation and waiting in the queue left out).")
+    per = b.segmented_control("Training curve", ["step", "epoch"], key="compare.per", default="epoch",
+                              required=True, format_func=lambda p: f"per {p}", persist_state="session")
+    smoothing = c.slider("Smoothing", 0.0, 0.99, 0.0, step=0.01, key="compare.smoothing", persist_state="session",
+                         help="Debiased exponential moving average, as TensorBoard's; the raw curve stays faint behind.")
+    log_y = d.checkbox("log y", key="compare.log_y", persist_state="session")
+    return x, per, smoothing, log_y
+
+
+def draw_curves(chosen: list[run_records.Run], colors: dict[str, str]) -> None:
+    x, per, smoothing, log_y = curve_controls()
+    events = {r.name: r.metrics for r in chosen}
+    revision = "|".join(sorted(events))
+    for metric in ("loss", "acc"):  # full width; one legend entry a run, under the plot, so it keeps its width
+        fig = charts.curves_figure(events, metric, x, smoothing, log_y, per, height=380, colors=colors,
+                                   legend="runs")
+        fig.update_layout(uirevision=revision)
+        st.plotly_chart(fig, key=f"compare.chart.{metric}", config=charts.png_config(f"compare-{metric}"))
+    st.caption("Training dashed, validation solid, ★ the test accuracy at the end. Each run keeps its colour on "
+               "every chart and page; click a run in the legend to hide its curves. The camera icon of a chart "
+               "saves it as PNG.")
+    draw_seed_bands(chosen)
+
+
+def draw_seed_bands(chosen: list[run_records.Run]) -> None:
+    """Runs that differ only by seed, as one mean curve with its spread, on request."""
+    groups = compare.group_by_seed(chosen)
+    if not any(len(g.runs) > 1 for g in groups):
+        return
+    if not st.toggle("Group runs that differ only by seed (mean and spread)", key="compare.group",
+                     persist_state="session"):
+        return
+    bands = [(g.label, {r.name: r.metrics for r in g.runs}) for g in groups]
+    band_colors = charts.distinct_colors([g.label for g in groups])
+    left, right = st.columns(2)
+    for column, metric in ((left, "loss"), (right, "acc")):
+        column.plotly_chart(charts.seed_band_figure(bands, metric, height=380, colors=band_colors),
+                            key=f"compare.band.{metric}", config=charts.png_config(f"compare-seeds-{metric}"))
+    st.caption("Line: the mean over seeds; band: ± one standard deviation; each run faint behind. The legend "
+               "says how many runs a band holds.")
+
+
+def summary_columns(target: float) -> dict:
+    """The summary table's column labels and help: short headers (the CSV keeps the full names), the run pinned
+    while the rest scrolls sideways."""
+    column = st.column_config
+    return {
+        "run": column.TextColumn(pinned=True),
+        "test acc (%)": column.NumberColumn("test %", format="%.2f",
+                                            help="Test accuracy (%), measured once when the run finished."),
+        "best val acc (%)": column.NumberColumn("best val %", format="%.2f",
+                                                help="Best validation accuracy (%) over the epochs."),
+        f"epochs to {100 * target:g}% val": column.NumberColumn(
+            f"epochs to {100 * target:g}%", help=f"The first epoch whose validation accuracy reached "
+                                                 f"{100 * target:g}% (the target above); empty: not reached."),
+        "best epoch": column.NumberColumn(help="The epoch of the best validation accuracy."),
+        "epochs": column.TextColumn(help="Epochs done / planned."),
+        "s / epoch": column.NumberColumn("s/epoch", format="%.1f", help="Training seconds per epoch."),
+        "images / s": column.NumberColumn("img/s", format="%.0f", help="Training images per second."),
+        "peak lr": column.NumberColumn(format="%g"),
+        "parameters": column.NumberColumn(format="localized"),
+    }
+
+
+def draw_table(chosen: list[run_records.Run]) -> list[dict]:
+    a, _ = st.columns([1, 3])
+    target = a.number_input("Target validation accuracy (%)", 1.0, 100.0, 50.0, step=5.0, key="compare.target",
+                            persist_state="session",
+                            help="The table's 'epochs to' column: the first epoch that reached it.") / 100
+    rows = compare.summary_rows([compare.summarize_run(r, target) for r in chosen], target)
+    st.container(key="compare.summary").dataframe(rows, hide_index=True, column_config=summary_columns(target),
+                                                  placeholder="–")
+    return rows
+
+
+def draw_config_diff(chosen: list[run_records.Run]) -> None:
+    if len(chosen) == 1:  # nothing to set it against: its own config, and how to get a comparison
+        run = chosen[0]
+        st.markdown(f"**Config of {run.name}**: pick a second run above to see which keys differ.")
+        with st.expander(f"Its {len(run.config)} config keys"):
+            st.dataframe([{"key": k, "value": str(v)} for k, v in run.config.items()], hide_index=True)
+        return
+    differ, shared = compare.differing_keys({r.name: r.config for r in chosen})
+    if differ:
+        st.markdown(f"**Config keys that differ** ({len(differ)})")
+        st.container(key="compare.differ").dataframe(
+            [{"key": k, **{run: str(v) for run, v in values.items()}} for k, values in differ.items()], hide_index=True)
+    else:
+        st.markdown("**The configs are identical** (a rerun: any difference is noise, timing or hardware).")
+    with st.expander(f"{len(shared)} config keys they share"):
+        st.dataframe([{"key": k, "value": str(v)} for k, v in shared.items()], hide_index=True)
+
+
+def draw_exports(chosen: list[run_records.Run], rows: list[dict]) -> None:
+    a, b, _ = st.columns([1, 1, 2])
+    a.download_button("Table as CSV", compare.rows_to_csv(rows), file_name="runs.csv", mime="text/csv",
+                      icon=":material/table:", key="compare.csv")
+    b.download_button("Metrics + configs (JSON)", json.dumps(compare.export_runs(chosen), indent=1),
+                      file_name="runs.json", mime="application/json", icon=":material/download:",
+                      key="compare.json", help="Every chosen run's config, status, result and metrics events.")
+
+
+def compare_view(root, names: tuple[str, ...], active_when_drawn: frozenset[str]) -> None:
+    chosen = [run_records.load_run(root / n) for n in names if (root / n).is_dir()]
+    rerun_if_changed(frozenset(r.name for r in chosen if r.state in ACTIVE), active_when_drawn)
+    draw_curves(chosen, charts.distinct_colors(names))
+    st.subheader("Summary")
+    rows = draw_table(chosen)
+    draw_config_diff(chosen)
+    draw_exports(chosen, rows)

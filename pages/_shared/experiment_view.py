@@ -1,0 +1,180 @@
+"""The Compare page's LRN-versus-BN experiment: the form that queues paired runs over seeds, and each experiment's
+progress, per-seed table, seed bands and verdict (`alexnet.experiment`), polled every 2 s while its runs train."""
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from alexnet import charts, compare, experiment
+from alexnet import data as datasets
+from alexnet import runs as run_records
+from alexnet.history import LRN_STUDIES
+from alexnet.progress import ACTIVE
+from pages._shared.compare_runs import REFRESH, rerun_if_changed
+from pages._shared.dataset import dataset_in_use, job_data_dir
+
+NORM_COLORS = charts.NORM_COLORS
+
+
+def plan_from_form() -> experiment.ExperimentPlan:
+    ss = st.session_state
+    data_dir = job_data_dir(dataset_in_use())
+    return experiment.ExperimentPlan(
+        variant=ss["exp.variant"], seeds=int(ss["exp.seeds"]), epochs=int(ss["exp.epochs"]), recipe=ss["exp.recipe"],
+        batch_size=int(ss["exp.batch_size"]), max_train_images=int(ss["exp.max_train_images"]), data_dir=data_dir,
+        threads=int(ss["exp.threads"]))
+
+
+def start_experiment() -> None:
+    """Button callback: record the experiment and queue its runs, once per click."""
+    plan = plan_from_form()
+    last = st.session_state.get("exp.last_start")
+    if last and last[0] == repr(plan) and time.monotonic() - last[1] < 5:
+        return  # a double click
+    try:
+        launched = experiment.launch(plan, run_records.runs_root())
+    except (ValueError, OSError, RuntimeError) as err:
+        st.session_state["exp.notice"] = ("error", f"Not started: {err}")
+        return
+    st.session_state["exp.last_start"] = (repr(plan), time.monotonic())
+    st.session_state["exp.chosen"] = launched.name
+    st.session_state["exp.notice"] = ("success", f"Queued **{launched.name}**: {len(launched.runs)} runs that take "
+                                                 "turns on the device. You can close this tab; they go on.")
+
+
+def command_line(plan: experiment.ExperimentPlan) -> str:
+    parts = ["python -m alexnet experiment", f"--variant {plan.variant}", f"--seeds {plan.seeds}",
+             f"--epochs {plan.epochs}", f"--recipe {plan.recipe}"]
+    if plan.batch_size != 128:
+        parts.append(f"--batch-size {plan.batch_size}")
+    if plan.max_train_images:
+        parts.append(f"--max-train-images {plan.max_train_images}")
+    if plan.threads:
+        parts.append(f"--threads {plan.threads}")
+    if plan.data_dir:
+        parts.append(f"--data {plan.data_dir}")
+    return " ".join(parts) + " --wait"
+
+
+def experiment_form() -> None:
+    ss = st.session_state
+    for name, value in (("variant", "cifar"), ("seeds", 3), ("epochs", 12), ("recipe", "same"), ("batch_size", 128),
+                        ("max_train_images", 0), ("threads", 0)):
+        ss.setdefault(f"exp.{name}", value)
+    a, b, c, d = st.columns(4)
+    a.selectbox("Variant", ["cifar", "paper"], key="exp.variant", persist_state="session",
+                help="cifar: 32x32-native, minutes per run on a CPU. paper: 227x227, a GPU job.")
+    b.number_input("Seeds", 1, 10, step=1, key="exp.seeds", persist_state="session",
+                   help="Each seed is one LRN run and one BN run with the same split, order, augmentation and "
+                        "initial weights. Three or more seeds let the verdict weigh the difference against the "
+                        "spread between seeds.")
+    c.number_input("Epochs", 1, 1000, step=1, key="exp.epochs", persist_state="session")
+    d.number_input("Max training images", 0, step=512, key="exp.max_train_images", persist_state="session", help="0 = all")
+    a, b, c, _ = st.columns(4)
+    a.number_input("Batch size", 1, 8192, step=32, key="exp.batch_size", persist_state="session")
+    b.number_input("CPU threads per run", 0, 1024, step=1, key="exp.threads", persist_state="session", help="0 = torch's default")
+    st.radio("Recipe", list(experiment.RECIPES), key="exp.recipe", persist_state="session", horizontal=True,
+             format_func=lambda r: experiment.RECIPES[r].title)
+    plan = plan_from_form()
+    st.caption(f"**The recipe.** {experiment.RECIPES[plan.recipe].description}")
+    problems = plan.problems()
+    source = dataset_in_use()
+    if not isinstance(source, datasets.DatasetSource):
+        problems.append(f"no dataset: {source}")
+    else:
+        st.caption(f"{2 * plan.seeds} runs of {plan.epochs} epochs on {source.label}, one after the other on the "
+                   "one device. The same from a terminal:")
+        st.code(command_line(plan), language="bash", wrap_lines=True)
+    if problems:
+        st.error("\n".join(f"- {p}" for p in problems))
+    st.button("Start the experiment", type="primary", key="exp.start", on_click=start_experiment,
+              disabled=bool(problems), icon=":material/science:")
+
+
+VERDICT_BOXES = {"clear": st.success, "likely": st.info, "unclear": st.warning, "cannot tell": st.warning,
+                 "no data": st.info}
+
+
+def open_in_comparison(names: list[str]) -> None:
+    st.session_state["compare.runs"] = names
+
+
+def experiment_view(root, name: str, active_when_drawn: frozenset[str]) -> None:
+    try:
+        record = experiment.load(root, name)
+    except FileNotFoundError as err:
+        st.error(str(err))
+        return
+    summary = experiment.summarize(record, root)
+    rerun_if_changed(frozenset(r.name for r in summary.runs if r.state in ACTIVE), active_when_drawn)
+    states = ", ".join(f"{n} {s}" for s, n in sorted(summary.states.items()))
+    st.progress(summary.finished / max(summary.total, 1),
+                text=f"{summary.finished} of {summary.total} runs finished ({states})"
+                     + (f"; {len(summary.missing)} deleted" if summary.missing else ""))
+    plan = record.plan
+    st.caption(f"{plan['variant']} variant, {plan['epochs']} epochs, seeds {record.seeds}, "
+               f"{'all' if not plan['max_train_images'] else format(plan['max_train_images'], ',')} training "
+               f"images. **Recipe:** {record.recipe_description}")
+    VERDICT_BOXES.get(summary.verdict.level, st.info)(f"**Verdict.** {summary.verdict.text}",
+                                                      icon=":material/balance:")
+    draw_arms(summary)
+    draw_pairs(summary)
+    bands = [(arm.label, {r.name: r.metrics for r in arm.runs}) for arm in summary.arms.values()]
+    left, right = st.columns(2)
+    for column, metric in ((left, "acc"), (right, "loss")):
+        column.plotly_chart(charts.seed_band_figure(bands, metric, height=360, colors=NORM_COLORS),
+                            key=f"exp.band.{metric}", config=charts.png_config(f"{name}-{metric}"))
+    st.button("Open these runs in Runs side by side", key="exp.open", on_click=open_in_comparison,
+              args=([r.name for r in summary.runs],), icon=":material/compare_arrows:")
+
+
+def draw_arms(summary: experiment.ExperimentSummary) -> None:
+    """Each norm's test accuracy: mean and spread over the finished seeds."""
+    for column, arm in zip(st.columns(len(summary.arms)), summary.arms.values()):
+        accs = arm.values("test_accuracy")
+        if accs:
+            mean, std = compare.mean_std(accs)
+            value = f"{mean:.1%}" + (f" ± {std * 100:.1f}" if len(accs) > 1 else "")
+        else:
+            value = "–"
+        column.metric(f"{arm.label}: test accuracy", value, help="Mean ± standard deviation over the finished seeds.",
+                      delta=f"{len(accs)} of {len(arm.runs)} seeds finished", delta_color="off", delta_arrow="off")
+
+
+def draw_pairs(summary: experiment.ExperimentSummary) -> None:
+    """One row a seed: the two norms' test accuracies and their difference, in percent."""
+    def percent(value: float | None) -> float | None:
+        return None if value is None else 100 * value
+
+    st.dataframe([{"seed": p["seed"], "LRN test acc (%)": percent(p["lrn"]), "BN test acc (%)": percent(p["bn"]),
+                   "BN − LRN (points)": percent(p["difference"])} for p in summary.pairs], hide_index=True,
+                 column_config={c: st.column_config.NumberColumn(format="%.2f")
+                                for c in ("LRN test acc (%)", "BN test acc (%)", "BN − LRN (points)")})
+
+
+def experiment_tab(root) -> None:
+    (lrn_a, none_a), (lrn_b, none_b) = LRN_STUDIES
+    st.markdown(
+        "Does the paper's **local response normalisation** (LRN) matter, or is **batch norm** (BN) the change that "
+        "counts? This experiment trains pairs of runs that share the variant, data split and order, augmentation, "
+        "schedule and initial weights (one seed fixes them all) and differ only in the norm after conv1 and conv2, "
+        "over several seeds, then weighs the difference against the spread between seeds.")
+    st.caption(f"For context: two student studies at 224x224 over 10 epochs found LRN against no norm "
+               f"{lrn_a:.2%} vs {none_a:.2%} and {lrn_b:.2%} vs {none_b:.2%}: LRN changes little.")
+    notice = st.session_state.pop("exp.notice", None)
+    if notice:
+        (st.success if notice[0] == "success" else st.error)(notice[1])
+    found = experiment.list_experiments(root)
+    with st.expander("Start a paired experiment", expanded=not found, icon=":material/science:"):
+        experiment_form()
+    if not found:
+        st.info("No experiments yet: start one above, or from a terminal with `python -m alexnet experiment`.")
+        return
+    names = [e.name for e in found]
+    if st.session_state.get("exp.chosen") not in names:
+        st.session_state["exp.chosen"] = names[0]
+    name = st.selectbox("Experiment", names, key="exp.chosen")
+    record = found[names.index(name)]
+    active = experiment.active_runs(record, root)
+    st.fragment(experiment_view, run_every=REFRESH if active else None)(root, name, active)
