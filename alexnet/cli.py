@@ -6,14 +6,25 @@ import json
 import signal
 import sys
 import threading
+from contextlib import nullcontext
 from dataclasses import fields
 from pathlib import Path
 from typing import Sequence
 
+from tqdm import tqdm
+
+from . import distributed, experiment, imagenet
 from . import runs as run_records
+from .checkpoints import load_model
 from .config import TrainConfig
+from .data import SAMPLE_DIR, download_cifar10, load_cifar10, resolve_dataset, write_sample
 from .experiment import RECIPES
+from .images import ImageError, load_image
+from .jobs import device_lock
+from .models import VARIANTS, build, count_parameters, summary
+from .predict import DEMO_WEIGHTS, predict_images
 from .presets import PRESETS, get as get_preset
+from .train import evaluate, pick_device, train
 
 
 def _config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,8 +67,6 @@ class _ProgressBar:
         self.bar = None
 
     def __call__(self, event: dict) -> None:
-        from tqdm import tqdm
-
         kind = event["event"]
         if kind == "start":
             self.total = event["steps_per_epoch"] * event["epochs"]
@@ -91,12 +100,6 @@ def _install_stop_handlers() -> threading.Event:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from contextlib import nullcontext
-
-    from . import distributed
-    from .jobs import device_lock
-    from .train import train
-
     group = distributed.setup()  # a no-op unless started by torchrun
     root = run_records.runs_root(args.runs)
     if args.resume and args.preset:
@@ -163,8 +166,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from .models import VARIANTS, build, count_parameters, summary
-
     model = build(args.variant, args.norm or VARIANTS[args.variant].norms[0])
     rows = summary(model)
     print(f"{'layer':14} {'type':18} {'output':>16} {'params':>12} {'mult-adds':>14}")
@@ -175,10 +176,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def _model_for(args: argparse.Namespace):
-    from .checkpoints import load_model
-
     if getattr(args, "imagenet", False):
-        from . import imagenet
         if args.run:
             raise ValueError("--imagenet uses torchvision's ImageNet weights: name their file with --weights, not --run")
         return imagenet.load_pretrained(args.weights), imagenet.weights_file(args.weights)
@@ -186,15 +184,11 @@ def _model_for(args: argparse.Namespace):
     if args.run:
         path = run_records.runs_root(args.runs) / run_records.check_name(args.run) / "weights.safetensors"
     if path is None:
-        from .predict import DEMO_WEIGHTS
         path = DEMO_WEIGHTS
     return load_model(path), path
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .data import load_cifar10, resolve_dataset
-    from .train import evaluate, pick_device
-
     model, path = _model_for(args)
     data = load_cifar10(resolve_dataset(args.data))
     loss, acc, _ = evaluate(model, data.test_x, data.test_y, pick_device("cpu"))
@@ -203,9 +197,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .images import ImageError, load_image
-    from .predict import predict_images
-
     model, _ = _model_for(args)
     status = 0
     for name in args.images:
@@ -222,20 +213,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_download(args: argparse.Namespace) -> int:
     if args.imagenet:
-        from . import imagenet
-
         print(f"torchvision's ImageNet AlexNet in {imagenet.download(progress=not args.quiet)}")
         return 0
-    from .data import download_cifar10
-
     source = download_cifar10(args.data)
     print(f"{source.label} in {source.path}")
     return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .data import SAMPLE_DIR, load_cifar10, resolve_dataset, write_sample
-
     if min(args.train_per_class, args.test_per_class) < 1:
         raise ValueError("--train-per-class and --test-per-class must be at least 1")
     source = resolve_dataset(args.source)
@@ -247,8 +232,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from . import experiment
-
     root = run_records.runs_root(args.runs)
     if args.list:
         found = experiment.list_experiments(root)

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import compare
+from . import compare, jobs
 from .config import TrainConfig
 from .runs import Run, atomic_write_json, check_name, load_run, runs_root, slugify
 
@@ -194,19 +194,13 @@ def list_experiments(root: str | Path | None = None) -> list[Experiment]:
 Starter = Callable[[TrainConfig, str, Path], str]
 
 
-def _jobs_start(config: TrainConfig, name: str, root: Path) -> str:
-    from .jobs import start
-
-    return start(config, name, root)
-
-
 def launch(plan: ExperimentPlan, root: str | Path | None = None, name: str | None = None,
            start: Starter | None = None) -> Experiment:
     """Record the experiment and queue its runs (each its own process, one at a time on the device).
 
     `start(config, run_name, root)` defaults to `jobs.start`; nothing is written if the plan is invalid.
     """
-    start = start or _jobs_start
+    start = start or jobs.start
     folder = runs_root(root)
     name = check_name(name) if name else free_name(folder, plan)
     planned = planned_runs(plan, name)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .config import TrainConfig
+from .data import download_target, live_download, write_download_status
 from .runs import RunWriter, check_name, load_run, runs_root
 
 POLL_SECONDS = 0.5
@@ -115,8 +116,6 @@ def start_download(root: str | Path | None = None) -> int:
     While a download into the same folder lives, returns that one's pid instead of starting a
     second writer of the same archive.
     """
-    from .data import download_target, live_download, write_download_status
-
     target = download_target(root)
     target.mkdir(parents=True, exist_ok=True)
     with _one_at_a_time(target / ".download.lock"):

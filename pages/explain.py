@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from alexnet import charts, explain
-from alexnet.models import CIFAR10_CLASSES
+from alexnet.data import CIFAR10_CLASSES
 from alexnet.predict import class_names, image_size
 from pages import pickers
 

@@ -22,10 +22,10 @@ from PIL import Image
 from torch import nn
 
 from alexnet import explain, imagenet, predict
-from alexnet.checkpoints import CheckpointError
+from alexnet.data import CIFAR10_CLASSES
 from alexnet.images import ImageError, load_image, to_cifar_array
-from alexnet.models import CIFAR10_CLASSES
 from alexnet.train import pick_device
+from alexnet.weight_files import CheckpointError
 from pages.common import background_download, current_source, load_dataset, model_from_file, runs_root
 
 CURRENT_IMAGE = "current_image"

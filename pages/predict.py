@@ -6,8 +6,7 @@ import math
 import streamlit as st
 
 from alexnet import charts
-from alexnet.data import normalization
-from alexnet.models import CIFAR10_CLASSES
+from alexnet.data import CIFAR10_CLASSES, normalization
 from alexnet.predict import class_names, image_size, network_view
 from pages import pickers
 

@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from torchvision.models import AlexNet_Weights, alexnet
 
 from alexnet import explain, imagenet, predict
-from alexnet.checkpoints import CheckpointError, load_model
+from alexnet.checkpoints import load_model
 from alexnet.cli import main as cli_main
 from alexnet.config import TrainConfig
 from alexnet.data import Augment, Cifar10, augment_batch, normalization, to_model_input
@@ -34,6 +34,7 @@ from alexnet.models import build
 from alexnet.presets import PRESETS
 from alexnet.runs import RunWriter
 from alexnet.train import make_optimizer, make_schedule, train
+from alexnet.weight_files import CheckpointError
 
 pytestmark = [pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU"),
               pytest.mark.filterwarnings("ignore:.*required_grads has been set automatically")]

@@ -29,10 +29,11 @@ import torch
 
 from alexnet import jobs
 from alexnet import runs as run_records
-from alexnet.checkpoints import load_model, load_state
+from alexnet.checkpoints import load_model
 from alexnet.config import TrainConfig
 from alexnet.data import load_cifar10
 from alexnet.train import TrainingFailed, train
+from alexnet.weight_files import load_state
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS_PER_EPOCH = 9           # 54 training images (60 less a 10% validation split) // 6 a batch
