@@ -299,6 +299,7 @@ import textwrap  # noqa: E402
 from plotly.subplots import make_subplots  # noqa: E402
 
 from .compare import mean_band  # noqa: E402
+from .norms import NORM_SHORT_LABELS  # noqa: E402
 
 __all__ += ["confusion_figure", "per_class_figure", "seed_band_figure", "architecture_figure", "layer_labels",
             "png_config", "NORM_COLORS", "distinct_colors", "replication_figure", "SHORT_CLASS_NAMES"]
@@ -448,7 +449,8 @@ _KIND_NAMES = {"Conv2d": "convolution", "LocalResponseNorm": "LRN", "BatchNorm2d
                "Identity": "no norm", "MaxPool2d": "max-pool", "Linear": "fully connected", "ReLU": "ReLU",
                "Dropout": "dropout", "Flatten": "flatten", "AdaptiveAvgPool2d": "average pool"}
 _THIN = ("ReLU", "Dropout", "Flatten", "Identity")
-NORM_COLORS = {"LRN": _KIND_COLORS["LocalResponseNorm"], "BN": _KIND_COLORS["BatchNorm2d"]}  # the same on every page
+NORM_COLORS = {NORM_SHORT_LABELS["lrn"]: _KIND_COLORS["LocalResponseNorm"],  # by label, the same on every page
+               NORM_SHORT_LABELS["bn"]: _KIND_COLORS["BatchNorm2d"]}
 
 
 def layer_labels(rows: Sequence) -> list[str]:

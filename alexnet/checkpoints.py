@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from .models import NORMS, VARIANTS, AlexNet, build
+from .models import VARIANTS, AlexNet, build
+from .norms import NORMS
 from .weight_files import CheckpointError, describe_mismatch, non_finite, read_metadata, read_state_dict
 
 __all__ = ["guess_architecture", "is_imagenet_classifier", "load_model"]

@@ -7,7 +7,6 @@ import signal
 import sys
 import threading
 from contextlib import nullcontext
-from dataclasses import fields
 from pathlib import Path
 from typing import Sequence
 
@@ -16,31 +15,19 @@ from tqdm import tqdm
 from . import distributed, experiment, imagenet
 from . import runs as run_records
 from .checkpoints import load_model
-from .config import TrainConfig
+from .config import PRECISIONS, TrainConfig
 from .data import SAMPLE_DIR, download_cifar10, load_cifar10, resolve_dataset, write_sample
-from .experiment import RECIPES
+from .experiment import COMPARABLE_VARIANTS, RECIPES, ExperimentPlan
+from .flags import add_field_flags, field_flags, given_values
 from .images import ImageError, load_image
 from .jobs import device_lock
 from .models import VARIANTS, build, count_parameters, summary
+from .norms import NORMS
 from .predict import DEMO_WEIGHTS, predict_images
 from .presets import PRESETS, get as get_preset
 from .train import evaluate, pick_device, train
 
-
-def _config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One --flag per TrainConfig field, typed from its default."""
-    defaults = TrainConfig()
-    for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-        elif isinstance(default, list):
-            parser.add_argument(flag, type=lambda s: [int(v) for v in s.split(",") if v.strip()], default=None,
-                                metavar="N,N", help="comma-separated epochs")
-        else:
-            parser.add_argument(flag, type=type(default) if default is not None else str, default=None,
-                                metavar=f.name.upper())
+EXPERIMENT_FLAG_NAMES = {"data_dir": "data"}  # --data, as eval and download name a dataset folder
 
 
 def _preset_config(args: argparse.Namespace) -> dict | None:
@@ -51,12 +38,21 @@ def _preset_config(args: argparse.Namespace) -> dict | None:
 
 
 def _config_from(args: argparse.Namespace, base: dict | None = None) -> TrainConfig:
-    values = dict(base or {})
-    for f in fields(TrainConfig):
-        value = getattr(args, f.name, None)
-        if value is not None:
-            values[f.name] = value
-    return TrainConfig.from_dict(values)
+    return TrainConfig.from_dict({**(base or {}), **given_values(args, TrainConfig)})
+
+
+def experiment_plan(args: argparse.Namespace) -> ExperimentPlan:
+    """The plan an `experiment` command line asks for; its dataset folder made absolute for the runs' processes."""
+    values = given_values(args, ExperimentPlan)
+    if values.get("data_dir"):
+        values["data_dir"] = str(Path(values["data_dir"]).expanduser().resolve())
+    return ExperimentPlan(**values)
+
+
+def experiment_command(plan: ExperimentPlan) -> str:
+    """The command line that queues `plan` and waits for its verdict (the Compare page shows it)."""
+    shown = ("variant", "seeds", "epochs", "recipe")  # what a reader looks for first, defaults or not
+    return " ".join(["python -m alexnet experiment", *field_flags(plan, EXPERIMENT_FLAG_NAMES, shown), "--wait"])
 
 
 class _ProgressBar:
@@ -245,11 +241,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if args.report:
         print(experiment.report(experiment.summarize(experiment.load(root, args.report), root)))
         return 0
-    plan = experiment.ExperimentPlan(
-        variant=args.variant, seeds=args.seeds, first_seed=args.first_seed, epochs=args.epochs, recipe=args.recipe,
-        batch_size=args.batch_size, max_train_images=args.max_train_images,
-        data_dir=str(Path(args.data).expanduser().resolve()) if args.data else None, device=args.device,
-        precision=args.precision, threads=args.threads, log_every=args.log_every)
+    plan = experiment_plan(args)
     launched = experiment.launch(plan, root, name=args.name)
     print(f"experiment {launched.name}: {len(launched.runs)} runs queued on one device "
           f"({plan.variant} variant, {plan.epochs} epochs, seeds {launched.seeds}, recipe '{plan.recipe}')")
@@ -286,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--preset", choices=list(PRESETS), help="start from a named recipe ("
                    + "; ".join(f"{k}: {v.title}" for k, v in PRESETS.items()) + "); other flags override it")
-    _config_arguments(p)
+    add_field_flags(p, TrainConfig)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("runs", help="list runs (or delete one)")
@@ -295,8 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("summary", help="each layer's output shape, parameters and multiply-adds")
-    p.add_argument("variant", choices=["cifar", "paper", "imagenet"])
-    p.add_argument("--norm", default=None, choices=["lrn", "bn", "none"], help="default: lrn (imagenet: none)")
+    p.add_argument("variant", choices=list(VARIANTS))
+    p.add_argument("--norm", default=None, choices=NORMS, help="default: lrn (imagenet: none)")
     p.set_defaults(func=cmd_summary)
 
     for name, func, text in (("eval", cmd_eval, "test accuracy of a run or weights file"),
@@ -318,19 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "Queue one run per norm (LRN, BN) and seed: same variant, data order, seed and schedule, "
                        "differing only in the norm (or, with --recipe, in each norm's optimizer settings). "
                        "Runs take turns on the one device; --wait prints the comparison when they end.")
-    p.add_argument("--variant", default="cifar", choices=["cifar", "paper"])
-    p.add_argument("--seeds", type=int, default=3, help="how many seeds (default 3)")
-    p.add_argument("--first-seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--recipe", default="same", choices=list(RECIPES), help="; ".join(
-        f"{k}: {v.title}" for k, v in RECIPES.items()))
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--max-train-images", type=int, default=0, help="0 = all")
-    p.add_argument("--data", help="dataset folder (default: $ALEXNET_DATA, usual places, sample)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    p.add_argument("--threads", type=int, default=0, help="CPU threads per run; 0 = torch's default")
-    p.add_argument("--log-every", type=int, default=10)
+    add_field_flags(p, ExperimentPlan, EXPERIMENT_FLAG_NAMES, choices={
+        "variant": COMPARABLE_VARIANTS, "recipe": {k: v.title for k, v in RECIPES.items()}, "precision": PRECISIONS})
     p.add_argument("--name", help="experiment name (default lrn-vs-bn-VARIANT, numbered)")
     p.add_argument("--wait", action="store_true", help="wait for the runs and print the comparison")
     p.add_argument("--timeout", type=float, default=24 * 3600, help="seconds --wait waits at most")

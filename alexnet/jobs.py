@@ -21,7 +21,7 @@ from typing import Iterator
 
 from .config import TrainConfig
 from .data import download_target, live_download, write_download_status
-from .runs import RunWriter, check_name, load_run, runs_root
+from .runs import ACTIVE_STATES, DONE_STATES, RunWriter, check_name, load_run, runs_root
 
 POLL_SECONDS = 0.5
 
@@ -153,7 +153,7 @@ def resume(name: str, root: str | Path | None = None) -> int:
     load_run(path, with_metrics=False)  # says "not a run folder" before a lock file is made anywhere
     with _one_at_a_time(path / ".resume.lock"):
         run = load_run(path, with_metrics=False)  # a queued or running state here has a live pid
-        if run.state in ("queued", "running") or is_training(folder, name):
+        if run.state in ACTIVE_STATES or is_training(folder, name):
             return run.status.get("pid")
         if run.state == "finished":
             raise RuntimeError(f"run {name!r} has finished; start a new run to train more")
@@ -173,7 +173,7 @@ def stop(name: str, root: str | Path | None = None) -> bool:
     """Ask the run's process to save a checkpoint and stop (SIGTERM). False if it was not running."""
     run = load_run(runs_root(root) / check_name(name), with_metrics=False)
     pid = run.status.get("pid")
-    if run.state not in ("running", "queued") or not pid:
+    if run.state not in ACTIVE_STATES or not pid:
         return False
     try:
         os.kill(pid, signal.SIGTERM)
@@ -183,7 +183,7 @@ def stop(name: str, root: str | Path | None = None) -> bool:
 
 
 def wait(name: str, root: str | Path | None = None, timeout: float = 600.0,
-         states: tuple[str, ...] = ("finished", "stopped", "failed")) -> str:
+         states: tuple[str, ...] = DONE_STATES) -> str:
     """Block until the run reaches one of `states` (for the command line and tests); returns the state."""
     deadline = time.monotonic() + timeout
     path = runs_root(root) / check_name(name)

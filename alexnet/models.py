@@ -18,10 +18,9 @@ from torch import nn
 
 from . import imagenet
 from .lrn import LocalResponseNorm
+from .norms import NORMS
 
-__all__ = ["AlexNet", "VARIANTS", "NORMS", "Variant", "build", "summary", "LayerRow", "count_parameters"]
-
-NORMS = ("lrn", "bn", "none")
+__all__ = ["AlexNet", "VARIANTS", "Variant", "build", "summary", "LayerRow", "count_parameters"]
 
 
 def _norm(kind: str, channels: int) -> nn.Module:

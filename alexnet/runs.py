@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 STATES = ("queued", "running", "stopped", "finished", "failed")
+ACTIVE_STATES = ("queued", "running")              # a process holds the run, or is about to
+DONE_STATES = ("finished", "stopped", "failed")    # no process will touch the run again unless it is resumed
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 DEFAULT_ROOT = "runs"
 
@@ -240,7 +242,7 @@ def _true_status(status: dict, has_checkpoint: bool = False) -> dict:
     The checkpoint file itself counts, not only the status's flag: a process killed between
     writing a checkpoint and saying so in status.json is still resumable.
     """
-    if status.get("state") in ("running", "queued") and not pid_alive(status.get("pid"), status.get("pid_identity")):
+    if status.get("state") in ACTIVE_STATES and not pid_alive(status.get("pid"), status.get("pid_identity")):
         resumable = bool(status.get("checkpoint")) or has_checkpoint
         return {**status, "state": "stopped" if resumable else "failed", "checkpoint": resumable,
                 "reason": "the training process ended without saying why (killed or crashed)"

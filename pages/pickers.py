@@ -24,6 +24,8 @@ from torch import nn
 from alexnet import explain, imagenet, predict
 from alexnet.data import CIFAR10_CLASSES
 from alexnet.images import ImageError, load_image, to_cifar_array
+from alexnet.models import VARIANTS
+from alexnet.norms import NORMS
 from alexnet.train import pick_device
 from alexnet.weight_files import CheckpointError
 from pages.common import background_download, current_source, load_dataset, model_from_file, runs_root
@@ -170,9 +172,9 @@ def _uploaded_model(key: str) -> LoadedModel | None:
                                  "in .streamlit/config.toml), so a paper-variant model in fp32 (228 MB) is best used "
                                  "from its run folder.")
     left, right = st.columns(2)
-    variant = left.selectbox("Variant", ["detect", "cifar", "paper", "imagenet"], key=f"{key}_variant",
+    variant = left.selectbox("Variant", ["detect", *VARIANTS], key=f"{key}_variant",
                              help="detect: from the file's metadata, else from its layer shapes")
-    norm = right.selectbox("Norm", ["detect", "lrn", "bn", "none"], key=f"{key}_norm")
+    norm = right.selectbox("Norm", ["detect", *NORMS], key=f"{key}_norm")
     if file is None:
         st.info("Upload a weights file to use it.")
         return None

@@ -21,15 +21,15 @@ from alexnet import data as datasets
 from alexnet import runs as run_records
 from alexnet.config import INITS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 from alexnet.models import VARIANTS
+from alexnet.norms import NORM_LABELS
+from alexnet.runs import ACTIVE_STATES as ACTIVE
 from alexnet.train import pick_device
 from pages import common
 
 REFRESH_SECONDS = 1.5
-ACTIVE = ("queued", "running")
 FORM_FIELDS = [f.name for f in fields(TrainConfig) if f.name != "data_dir"]
 PERSIST = dict(persist_state="session")  # the form survives a visit to another page
 
-NORM_LABELS = {"lrn": "LRN (paper)", "bn": "batch norm", "none": "none"}
 OPTIMIZER_LABELS = {"sgd": "SGD + momentum", "adam": "Adam", "adamw": "AdamW"}
 SCHEDULE_LABELS = {"constant": "constant", "step": "step (x gamma)",
                    "plateau": "reduce on plateau", "onecycle": "one-cycle"}
