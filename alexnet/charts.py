@@ -7,15 +7,28 @@ faintly behind it, so smoothing can never hide what was measured.
 """
 from __future__ import annotations
 
+import colorsys
 import math
+import textwrap
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
+from plotly.subplots import make_subplots
 
-__all__ = ["PALETTE", "run_color", "smooth", "Series", "curve_series", "curves_figure", "legend_below"]
+from .compare import mean_band
+from .norms import NORM_SHORT_LABELS
+
+__all__ = ["PALETTE", "run_color", "smooth", "Series", "curve_series", "curves_figure", "legend_below",
+           # images, attribution maps and class probabilities (Predict and Explain pages)
+           "probability_bars", "image_figure", "overlay_figure", "signed_rgb", "mosaic_figure", "feature_maps_figure",
+           "fit_height", "MOSAIC_WIDTH",
+           # comparing runs and the architecture diagram (Compare and Home pages)
+           "confusion_figure", "per_class_figure", "seed_band_figure", "architecture_figure", "layer_labels",
+           "png_config", "NORM_COLORS", "distinct_colors", "replication_figure", "SHORT_CLASS_NAMES"]
 
 # Distinct, readable on white: Plotly's ten, then D3's and Dark24's further hues.
 PALETTE: tuple[str, ...] = tuple(dict.fromkeys(qualitative.Plotly + qualitative.D3 + qualitative.Dark24))
@@ -161,10 +174,6 @@ def curves_figure(runs: Mapping[str, Sequence[dict]] | Iterable[tuple[str, Seque
 
 
 # ---- Images, attribution maps and class probabilities (Predict and Explain pages) ----
-import numpy as np  # noqa: E402  (this section's own imports, kept beside it)
-
-__all__ += ["probability_bars", "image_figure", "overlay_figure", "signed_rgb", "mosaic_figure",
-            "feature_maps_figure", "fit_height", "MOSAIC_WIDTH"]
 
 _TOP_COLOR, _OTHER_COLOR, _TRUE_COLOR = "#1f77b4", "#c7d4e3", "#2ca02c"
 
@@ -293,16 +302,6 @@ def feature_maps_figure(maps: np.ndarray, channels: Sequence[int], columns: int 
 
 
 # ---- Comparing runs and the architecture diagram (Compare and Home pages) ----
-import colorsys  # noqa: E402  (this section's own imports, kept beside it)
-import textwrap  # noqa: E402
-
-from plotly.subplots import make_subplots  # noqa: E402
-
-from .compare import mean_band  # noqa: E402
-from .norms import NORM_SHORT_LABELS  # noqa: E402
-
-__all__ += ["confusion_figure", "per_class_figure", "seed_band_figure", "architecture_figure", "layer_labels",
-            "png_config", "NORM_COLORS", "distinct_colors", "replication_figure", "SHORT_CLASS_NAMES"]
 
 
 def png_config(filename: str, scale: int = 2) -> dict:

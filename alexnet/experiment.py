@@ -46,8 +46,9 @@ class Recipe:
         return not any(self.per_norm.values())
 
 
-# Shared by every recipe: Kaiming init (LRN with PyTorch's default init barely learns: 16% against 55%, stack-notes),
-# SGD with momentum, one-cycle, the classic crop + flip augmentation. Peak 0.02 is where LRN was measured to train.
+# Shared by every recipe: Kaiming init, SGD with momentum, one-cycle, the classic crop + flip augmentation. Measured
+# here (cifar variant, CIFAR-10 mini subset, 12 epochs, bf16, SGD one-cycle to 0.02, one seed each): LRN reached 55.2%
+# with Kaiming-normal init and 16.1% with PyTorch's default init, so peak 0.02 with Kaiming is where LRN trains.
 BASE: dict[str, Any] = dict(init="kaiming", optimizer="sgd", lr=0.02, momentum=0.9, weight_decay=5e-4,
                             schedule="onecycle", dropout=0.5, crop_padding=4, flip=True, rotate_degrees=0.0, zoom=0.0,
                             label_smoothing=0.0, val_fraction=0.1)

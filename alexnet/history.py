@@ -1,8 +1,8 @@
 """What AlexNet reimplementations on CIFAR-10 report, beside what this project's own runs measure.
 
-The published figures are facts read from their sources (shared/reference/prior-work.md), each
-with the dataset and hardware it came from and the caveat that changes how far it can be
-trusted; they are not results of this code. The project's own figures come only from finished
+The published figures are facts read from the sources each record names (repositories,
+notebooks, reports), each with the dataset and hardware it came from and the caveat that
+changes how far it can be trusted; they are not results of this code. The project's own figures come only from finished
 runs' result.json, labelled with the dataset and device each was measured on.
 """
 from __future__ import annotations
@@ -60,7 +60,8 @@ PUBLISHED: tuple[Reported, ...] = (
              "learning-rate schedule watched the test set"),
 )
 
-# Two student studies of LRN against no norm on CIFAR-10 at 224x224, 10 epochs (prior-work.md): LRN changes little.
+# Two student studies of LRN against no norm on CIFAR-10 at 224x224, 10 epochs: (LRN, no norm) test accuracy in
+# each. LRN changes little.
 LRN_STUDIES = ((0.7847, 0.7905), (0.8100, 0.8101))
 
 

@@ -116,11 +116,6 @@ def weights_file(path: str | Path | None = None) -> Path:
     return target
 
 
-def read_weights(path: str | Path | None = None) -> dict[str, torch.Tensor]:
-    """The ImageNet weights' tensors, from a named file or the hub cache; never downloads, never runs code."""
-    return read_state_dict(weights_file(path))
-
-
 def _load_checked(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
     """Copy `state` into `model` (as float32) once it is known to be torchvision's AlexNet with finite weights."""
     mismatch = describe_mismatch(model, state)

@@ -27,7 +27,7 @@ from .config import TrainConfig
 from .data import (Augment, Cifar10, augment_batch, load_cifar10, normalization, resolve_dataset, split_validation,
                    to_model_input)
 from .models import build, count_parameters
-from .runs import RunWriter, read_json, read_metrics
+from .runs import RunWriter, read_metrics
 from .weight_files import discard_partial_writes, load_state, save_state, save_weights
 
 EventHandler = Callable[[dict], None]
@@ -416,7 +416,3 @@ def _train(config: TrainConfig, writer: RunWriter | None, on_event: EventHandler
         writer.write_result(result)
         writer.set_status("finished", epoch=pos.epoch, global_step=pos.global_step, checkpoint=True)
     return result
-
-
-def read_config(run_dir: str | Path) -> TrainConfig:
-    return TrainConfig.from_dict(read_json(Path(run_dir) / "config.json", {}))

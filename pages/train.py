@@ -33,7 +33,6 @@ PERSIST = dict(persist_state="session")  # the form survives a visit to another 
 OPTIMIZER_LABELS = {"sgd": "SGD + momentum", "adam": "Adam", "adamw": "AdamW"}
 SCHEDULE_LABELS = {"constant": "constant", "step": "step (x gamma)",
                    "plateau": "reduce on plateau", "onecycle": "one-cycle"}
-STATE_COLORS = {"queued": "orange", "running": "blue", "stopped": "gray", "finished": "green", "failed": "red"}
 
 
 def key(field: str) -> str:
