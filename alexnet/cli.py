@@ -27,18 +27,21 @@ from .predict import DEMO_WEIGHTS, predict_images
 from .presets import PRESETS, get as get_preset
 from .train import evaluate, pick_device, train
 
+__all__ = ["main", "build_parser", "train_config", "experiment_plan", "experiment_command", "EXPERIMENT_FLAG_NAMES"]
+
 EXPERIMENT_FLAG_NAMES = {"data_dir": "data"}  # --data, as eval and download name a dataset folder
 
 
-def _preset_config(args: argparse.Namespace) -> dict | None:
-    """The named preset's values (milestones moved to --epochs when given); explicit flags override them."""
-    if not getattr(args, "preset", None):
-        return None
-    return get_preset(args.preset).config(epochs=args.epochs).to_dict()
-
-
-def _config_from(args: argparse.Namespace, base: dict | None = None) -> TrainConfig:
-    return TrainConfig.from_dict({**(base or {}), **given_values(args, TrainConfig)})
+def train_config(args: argparse.Namespace, resumed: dict | None = None) -> TrainConfig:
+    """The config a `train` command line asks for, not yet validated: a resumed run's own config, else the
+    --preset's values (its milestones moved to --epochs when given), else the defaults; each flag given wins."""
+    if resumed is not None:
+        base = resumed
+    elif args.preset:
+        base = get_preset(args.preset).config(epochs=args.epochs).to_dict()
+    else:
+        base = {}
+    return TrainConfig.from_dict({**base, **given_values(args, TrainConfig)})
 
 
 def experiment_plan(args: argparse.Namespace) -> ExperimentPlan:
@@ -100,14 +103,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     root = run_records.runs_root(args.runs)
     if args.resume and args.preset:
         raise ValueError("--preset starts a new run; a resumed run keeps its own config")
+    resumed = None
     if args.resume:
-        folder = root / run_records.check_name(args.resume)
-        base = run_records.read_json(folder / "config.json", None)
-        if base is None:
+        resumed = run_records.read_json(root / run_records.check_name(args.resume) / "config.json", None)
+        if resumed is None:
             raise FileNotFoundError(f"no run named {args.resume!r} in {root}")
-    else:
-        base = _preset_config(args)
-    config = _config_from(args, base)
+    config = train_config(args, resumed)
     config.validate()
     name = args.resume
     if group.main and not args.resume:

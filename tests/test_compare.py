@@ -6,6 +6,7 @@ trains real runs, in real processes, on a 300-image slice of the CIFAR-10 mini s
 """
 from __future__ import annotations
 
+import colorsys
 import csv
 import io
 import json
@@ -337,11 +338,19 @@ def test_a_failed_start_leaves_a_true_record(tmp_path):
 
 # ---------------------------------------------------------------- charts and replication rows
 
+def hue_gap(first: str, second: str) -> float:
+    """Degrees between two colours' hues on the colour wheel (what `distinct_colors` keeps at 25 or more)."""
+    h1, h2 = (colorsys.rgb_to_hls(*(int(c.lstrip("#")[i:i + 2], 16) / 255 for i in (0, 2, 4)))[0]
+              for c in (first, second))
+    return min(abs(h1 - h2), 1 - abs(h1 - h2)) * 360
+
+
 def test_distinct_colors_keep_run_colours_unless_they_look_alike():
     names = ["lrn-vs-bn-cifar-bn-s0", "lrn-vs-bn-cifar-lrn-s0"]  # their hash colours are two reds
-    assert charts._alike(charts.run_color(names[0]), charts.run_color(names[1]))
+    assert hue_gap(charts.run_color(names[0]), charts.run_color(names[1])) < 25
     colors = charts.distinct_colors(names)
-    assert colors[names[0]] == charts.run_color(names[0]) and not charts._alike(*colors.values())
+    assert colors[names[0]] == charts.run_color(names[0])            # the first keeps its colour
+    assert colors[names[1]] != charts.run_color(names[1]) and hue_gap(*colors.values()) >= 25
     many = charts.distinct_colors([f"run-{i}" for i in range(6)])
     assert len(set(many.values())) == 6
     fig = charts.curves_figure({n: [epoch(1, 0.3)] for n in names}, "acc", colors=colors)

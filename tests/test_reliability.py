@@ -137,11 +137,9 @@ def _kill_in_the_middle_of_a_line(step: int) -> None:
 
     def log(self, event):
         if event.get("event") == "step" and event["global_step"] == step:
-            if self._metrics is None:
-                self._metrics = open(self.path / "metrics.jsonl", "ab")
             line = (json.dumps(event) + "\n").encode()
-            self._metrics.write(line[:len(line) // 2])
-            self._metrics.flush()
+            with open(self.path / "metrics.jsonl", "ab") as metrics:  # appends after every line log() flushed
+                metrics.write(line[:len(line) // 2])
             _die()
         return original(self, event)
     RunWriter.log = log
