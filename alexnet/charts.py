@@ -159,9 +159,15 @@ def curves_figure(runs: Mapping[str, Sequence[dict]] | Iterable[tuple[str, Seque
             fig.add_trace(go.Scatter(x=s.x, y=y, name=name, legendgroup=group, mode=mode,
                                      line=dict(color=color, dash=dash, width=2), marker=dict(size=6),
                                      hovertemplate=hover, showlegend=not by_run))
+    return _curves_layout(fig, metric, x, smoothing > 0, log_y, title, height)
+
+
+def _curves_layout(fig: go.Figure, metric: str, x: str, smoothed: bool, log_y: bool, title: str | None,
+                   height: int) -> go.Figure:
+    """Axes, legend under the plot, and a 'no points yet' note on an empty figure."""
     fig.update_layout(
         title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10), legend=legend_below(),
-        xaxis_title=X_AXES[x], yaxis_title=METRICS[metric] + (" (smoothed)" if smoothing > 0 else ""),
+        xaxis_title=X_AXES[x], yaxis_title=METRICS[metric] + (" (smoothed)" if smoothed else ""),
         hovermode="closest", template="plotly_white")
     if log_y:
         fig.update_yaxes(type="log")

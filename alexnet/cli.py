@@ -8,7 +8,7 @@ import sys
 import threading
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from tqdm import tqdm
 
@@ -267,13 +267,12 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0 if summary.finished == summary.total else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m alexnet", description=__doc__)
-    parser.add_argument("--runs", default=None, help="runs folder (default: $ALEXNET_RUNS or ./runs)")
-    sub = parser.add_subparsers(dest="command", required=True)
+AddParser = Callable[..., argparse.ArgumentParser]  # a subparsers object's add_parser
 
-    p = sub.add_parser("train", help="train a variant; writes a run folder", description=
-                       "Train one run. Every TrainConfig field is a flag. SIGINT/SIGTERM save a checkpoint and stop.")
+
+def _train_parser(add_parser: AddParser) -> None:
+    p = add_parser("train", help="train a variant; writes a run folder", description=
+                   "Train one run. Every TrainConfig field is a flag. SIGINT/SIGTERM save a checkpoint and stop.")
     p.add_argument("--name", help="run name (default: variant-norm-optimizer, numbered)")
     p.add_argument("--resume", metavar="NAME", help="continue a stopped run from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -282,19 +281,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_field_flags(p, TrainConfig)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("runs", help="list runs (or delete one)")
+
+def _runs_and_summary_parsers(add_parser: AddParser) -> None:
+    p = add_parser("runs", help="list runs (or delete one)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--delete", metavar="NAME")
     p.set_defaults(func=cmd_runs)
 
-    p = sub.add_parser("summary", help="each layer's output shape, parameters and multiply-adds")
+    p = add_parser("summary", help="each layer's output shape, parameters and multiply-adds")
     p.add_argument("variant", choices=list(VARIANTS))
     p.add_argument("--norm", default=None, choices=NORMS, help="default: lrn (imagenet: none)")
     p.set_defaults(func=cmd_summary)
 
+
+def _model_parsers(add_parser: AddParser) -> None:
+    """eval and predict: a model from a run, a weights file or the demo."""
     for name, func, text in (("eval", cmd_eval, "test accuracy of a run or weights file"),
                              ("predict", cmd_predict, "classify image files")):
-        p = sub.add_parser(name, help=text)
+        p = add_parser(name, help=text)
         p.add_argument("--run", help="a run name in the runs folder")
         p.add_argument("--weights", help="a .safetensors (or weights-only .pt) file; default: the demo model")
         if name == "eval":
@@ -307,10 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
                            "--imagenet fetches it)")
         p.set_defaults(func=func)
 
-    p = sub.add_parser("experiment", help="paired LRN-versus-BN runs over seeds, and their verdict", description=
-                       "Queue one run per norm (LRN, BN) and seed: same variant, data order, seed and schedule, "
-                       "differing only in the norm (or, with --recipe, in each norm's optimizer settings). "
-                       "Runs take turns on the one device; --wait prints the comparison when they end.")
+
+def _experiment_parser(add_parser: AddParser) -> None:
+    p = add_parser("experiment", help="paired LRN-versus-BN runs over seeds, and their verdict", description=
+                   "Queue one run per norm (LRN, BN) and seed: same variant, data order, seed and schedule, "
+                   "differing only in the norm (or, with --recipe, in each norm's optimizer settings). "
+                   "Runs take turns on the one device; --wait prints the comparison when they end.")
     add_field_flags(p, ExperimentPlan, EXPERIMENT_FLAG_NAMES, choices={
         "variant": COMPARABLE_VARIANTS, "recipe": {k: v.title for k, v in RECIPES.items()}, "precision": PRECISIONS})
     p.add_argument("--name", help="experiment name (default lrn-vs-bn-VARIANT, numbered)")
@@ -320,23 +326,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the experiments")
     p.set_defaults(func=cmd_experiment)
 
-    p = sub.add_parser("download", help="download CIFAR-10 (online) where the app finds it")
+
+def _data_parsers(add_parser: AddParser) -> None:
+    """download and sample: datasets and weights where the app finds them."""
+    p = add_parser("download", help="download CIFAR-10 (online) where the app finds it")
     p.add_argument("--data", help="target folder (default: ~/.cache/alexnet-lab)")
     p.add_argument("--imagenet", action="store_true", help="instead, torchvision's ImageNet AlexNet weights (233 MB) "
                    "into torch's hub cache ($TORCH_HOME/hub/checkpoints)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_download)
 
-    p = sub.add_parser("sample", help="remake the embedded sample (assets/cifar10-sample) from a CIFAR-10 folder",
-                       description="Write the first N images of each class of each split of a CIFAR-10 folder as "
-                       "lossless WebP mosaics plus sample.json (labels, source indices). The shipped sample is "
-                       "--from ../shared/data/cifar-10-mini with the defaults.")
+    p = add_parser("sample", help="remake the embedded sample (assets/cifar10-sample) from a CIFAR-10 folder",
+                   description="Write the first N images of each class of each split of a CIFAR-10 folder as "
+                   "lossless WebP mosaics plus sample.json (labels, source indices). The shipped sample is "
+                   "--from ../shared/data/cifar-10-mini with the defaults.")
     p.add_argument("--from", dest="source", required=True, metavar="DIR",
                    help="folder holding cifar-10-batches-py (the full set or a subset)")
     p.add_argument("--out", default=None, help="where to write (default: assets/cifar10-sample)")
     p.add_argument("--train-per-class", type=int, default=200)
     p.add_argument("--test-per-class", type=int, default=100)
     p.set_defaults(func=cmd_sample)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: each subcommand's flags, its `func` the `cmd_` function that runs it."""
+    parser = argparse.ArgumentParser(prog="python -m alexnet", description=__doc__)
+    parser.add_argument("--runs", default=None, help="runs folder (default: $ALEXNET_RUNS or ./runs)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_train_parser, _runs_and_summary_parsers, _model_parsers, _experiment_parser, _data_parsers):
+        add(sub.add_parser)
     return parser
 
 
