@@ -7,15 +7,28 @@ faintly behind it, so smoothing can never hide what was measured.
 """
 from __future__ import annotations
 
+import colorsys
 import math
+import textwrap
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
+from plotly.subplots import make_subplots
 
-__all__ = ["PALETTE", "run_color", "smooth", "Series", "curve_series", "curves_figure", "legend_below"]
+from .compare import mean_band
+from .norms import NORM_SHORT_LABELS
+
+__all__ = ["PALETTE", "run_color", "smooth", "Series", "curve_series", "curves_figure", "legend_below",
+           # images, attribution maps and class probabilities (Predict and Explain pages)
+           "probability_bars", "image_figure", "overlay_figure", "signed_rgb", "mosaic_figure", "feature_maps_figure",
+           "cascade_figure", "fit_height", "MOSAIC_WIDTH", "HEAT_SCALE", "ACTIVATION_SCALE", "SIGNED_SCALE",
+           # comparing runs and the architecture diagram (Compare and Home pages)
+           "confusion_figure", "per_class_figure", "seed_band_figure", "architecture_figure", "layer_labels",
+           "png_config", "NORM_COLORS", "distinct_colors", "replication_figure", "SHORT_CLASS_NAMES"]
 
 # Distinct, readable on white: Plotly's ten, then D3's and Dark24's further hues.
 PALETTE: tuple[str, ...] = tuple(dict.fromkeys(qualitative.Plotly + qualitative.D3 + qualitative.Dark24))
@@ -146,9 +159,15 @@ def curves_figure(runs: Mapping[str, Sequence[dict]] | Iterable[tuple[str, Seque
             fig.add_trace(go.Scatter(x=s.x, y=y, name=name, legendgroup=group, mode=mode,
                                      line=dict(color=color, dash=dash, width=2), marker=dict(size=6),
                                      hovertemplate=hover, showlegend=not by_run))
+    return _curves_layout(fig, metric, x, smoothing > 0, log_y, title, height)
+
+
+def _curves_layout(fig: go.Figure, metric: str, x: str, smoothed: bool, log_y: bool, title: str | None,
+                   height: int) -> go.Figure:
+    """Axes, legend under the plot, and a 'no points yet' note on an empty figure."""
     fig.update_layout(
         title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10), legend=legend_below(),
-        xaxis_title=X_AXES[x], yaxis_title=METRICS[metric] + (" (smoothed)" if smoothing > 0 else ""),
+        xaxis_title=X_AXES[x], yaxis_title=METRICS[metric] + (" (smoothed)" if smoothed else ""),
         hovermode="closest", template="plotly_white")
     if log_y:
         fig.update_yaxes(type="log")
@@ -161,11 +180,6 @@ def curves_figure(runs: Mapping[str, Sequence[dict]] | Iterable[tuple[str, Seque
 
 
 # ---- Images, attribution maps and class probabilities (Predict and Explain pages) ----
-import numpy as np  # noqa: E402  (this section's own imports, kept beside it)
-
-__all__ += ["probability_bars", "image_figure", "overlay_figure", "signed_rgb", "mosaic_figure",
-            "feature_maps_figure", "cascade_figure", "fit_height", "MOSAIC_WIDTH", "HEAT_SCALE", "ACTIVATION_SCALE",
-            "SIGNED_SCALE"]
 
 _TOP_COLOR, _OTHER_COLOR, _TRUE_COLOR = "#1f77b4", "#c7d4e3", "#2ca02c"
 
@@ -323,15 +337,6 @@ def cascade_figure(maps: np.ndarray, titles: Sequence[str], height: int | None =
 
 
 # ---- Comparing runs and the architecture diagram (Compare and Home pages) ----
-import colorsys  # noqa: E402  (this section's own imports, kept beside it)
-import textwrap  # noqa: E402
-
-from plotly.subplots import make_subplots  # noqa: E402
-
-from .compare import mean_band  # noqa: E402
-
-__all__ += ["confusion_figure", "per_class_figure", "seed_band_figure", "architecture_figure", "layer_labels",
-            "png_config", "NORM_COLORS", "distinct_colors", "replication_figure", "SHORT_CLASS_NAMES"]
 
 
 def png_config(filename: str, scale: int = 2) -> dict:
@@ -478,7 +483,8 @@ _KIND_NAMES = {"Conv2d": "convolution", "LocalResponseNorm": "LRN", "BatchNorm2d
                "Identity": "no norm", "MaxPool2d": "max-pool", "Linear": "fully connected", "ReLU": "ReLU",
                "Dropout": "dropout", "Flatten": "flatten", "AdaptiveAvgPool2d": "average pool"}
 _THIN = ("ReLU", "Dropout", "Flatten", "Identity")
-NORM_COLORS = {"LRN": _KIND_COLORS["LocalResponseNorm"], "BN": _KIND_COLORS["BatchNorm2d"]}  # the same on every page
+NORM_COLORS = {NORM_SHORT_LABELS["lrn"]: _KIND_COLORS["LocalResponseNorm"],  # by label, the same on every page
+               NORM_SHORT_LABELS["bn"]: _KIND_COLORS["BatchNorm2d"]}
 
 
 def layer_labels(rows: Sequence) -> list[str]:

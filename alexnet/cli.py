@@ -6,46 +6,56 @@ import json
 import signal
 import sys
 import threading
-from dataclasses import fields
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
+from tqdm import tqdm
+
+from . import distributed, experiment, imagenet
 from . import runs as run_records
-from .config import TrainConfig
-from .experiment import RECIPES
+from .checkpoints import load_model
+from .config import PRECISIONS, TrainConfig
+from .data import SAMPLE_DIR, download_cifar10, load_cifar10, resolve_dataset, write_sample
+from .experiment import COMPARABLE_VARIANTS, RECIPES, ExperimentPlan
+from .flags import add_field_flags, field_flags, given_values
+from .images import ImageError, load_image
+from .jobs import device_lock
+from .models import VARIANTS, build, count_parameters, summary
+from .norms import NORMS
+from .predict import DEMO_WEIGHTS, predict_images
 from .presets import PRESETS, get as get_preset
+from .train import evaluate, pick_device, train
+
+__all__ = ["main", "build_parser", "train_config", "experiment_plan", "experiment_command", "EXPERIMENT_FLAG_NAMES"]
+
+EXPERIMENT_FLAG_NAMES = {"data_dir": "data"}  # --data, as eval and download name a dataset folder
 
 
-def _config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One --flag per TrainConfig field, typed from its default."""
-    defaults = TrainConfig()
-    for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-        elif isinstance(default, list):
-            parser.add_argument(flag, type=lambda s: [int(v) for v in s.split(",") if v.strip()], default=None,
-                                metavar="N,N", help="comma-separated epochs")
-        else:
-            parser.add_argument(flag, type=type(default) if default is not None else str, default=None,
-                                metavar=f.name.upper())
+def train_config(args: argparse.Namespace, resumed: dict | None = None) -> TrainConfig:
+    """The config a `train` command line asks for, not yet validated: a resumed run's own config, else the
+    --preset's values (its milestones moved to --epochs when given), else the defaults; each flag given wins."""
+    if resumed is not None:
+        base = resumed
+    elif args.preset:
+        base = get_preset(args.preset).config(epochs=args.epochs).to_dict()
+    else:
+        base = {}
+    return TrainConfig.from_dict({**base, **given_values(args, TrainConfig)})
 
 
-def _preset_config(args: argparse.Namespace) -> dict | None:
-    """The named preset's values (milestones moved to --epochs when given); explicit flags override them."""
-    if not getattr(args, "preset", None):
-        return None
-    return get_preset(args.preset).config(epochs=args.epochs).to_dict()
+def experiment_plan(args: argparse.Namespace) -> ExperimentPlan:
+    """The plan an `experiment` command line asks for; its dataset folder made absolute for the runs' processes."""
+    values = given_values(args, ExperimentPlan)
+    if values.get("data_dir"):
+        values["data_dir"] = str(Path(values["data_dir"]).expanduser().resolve())
+    return ExperimentPlan(**values)
 
 
-def _config_from(args: argparse.Namespace, base: dict | None = None) -> TrainConfig:
-    values = dict(base or {})
-    for f in fields(TrainConfig):
-        value = getattr(args, f.name, None)
-        if value is not None:
-            values[f.name] = value
-    return TrainConfig.from_dict(values)
+def experiment_command(plan: ExperimentPlan) -> str:
+    """The command line that queues `plan` and waits for its verdict (the Compare page shows it)."""
+    shown = ("variant", "seeds", "epochs", "recipe")  # what a reader looks for first, defaults or not
+    return " ".join(["python -m alexnet experiment", *field_flags(plan, EXPERIMENT_FLAG_NAMES, shown), "--wait"])
 
 
 class _ProgressBar:
@@ -56,8 +66,6 @@ class _ProgressBar:
         self.bar = None
 
     def __call__(self, event: dict) -> None:
-        from tqdm import tqdm
-
         kind = event["event"]
         if kind == "start":
             self.total = event["steps_per_epoch"] * event["epochs"]
@@ -91,24 +99,16 @@ def _install_stop_handlers() -> threading.Event:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from contextlib import nullcontext
-
-    from . import distributed
-    from .jobs import device_lock
-    from .train import train
-
     group = distributed.setup()  # a no-op unless started by torchrun
     root = run_records.runs_root(args.runs)
     if args.resume and args.preset:
         raise ValueError("--preset starts a new run; a resumed run keeps its own config")
+    resumed = None
     if args.resume:
-        folder = root / run_records.check_name(args.resume)
-        base = run_records.read_json(folder / "config.json", None)
-        if base is None:
+        resumed = run_records.read_json(root / run_records.check_name(args.resume) / "config.json", None)
+        if resumed is None:
             raise FileNotFoundError(f"no run named {args.resume!r} in {root}")
-    else:
-        base = _preset_config(args)
-    config = _config_from(args, base)
+    config = train_config(args, resumed)
     config.validate()
     name = args.resume
     if group.main and not args.resume:
@@ -163,8 +163,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from .models import VARIANTS, build, count_parameters, summary
-
     model = build(args.variant, args.norm or VARIANTS[args.variant].norms[0])
     rows = summary(model)
     print(f"{'layer':14} {'type':18} {'output':>16} {'params':>12} {'mult-adds':>14}")
@@ -175,10 +173,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def _model_for(args: argparse.Namespace):
-    from .checkpoints import load_model
-
     if getattr(args, "imagenet", False):
-        from . import imagenet
         if args.run:
             raise ValueError("--imagenet uses torchvision's ImageNet weights: name their file with --weights, not --run")
         return imagenet.load_pretrained(args.weights), imagenet.weights_file(args.weights)
@@ -186,15 +181,11 @@ def _model_for(args: argparse.Namespace):
     if args.run:
         path = run_records.runs_root(args.runs) / run_records.check_name(args.run) / "weights.safetensors"
     if path is None:
-        from .predict import DEMO_WEIGHTS
         path = DEMO_WEIGHTS
     return load_model(path), path
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .data import load_cifar10, resolve_dataset
-    from .train import evaluate, pick_device
-
     model, path = _model_for(args)
     data = load_cifar10(resolve_dataset(args.data))
     loss, acc, _ = evaluate(model, data.test_x, data.test_y, pick_device("cpu"))
@@ -203,9 +194,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .images import ImageError, load_image
-    from .predict import predict_images
-
     model, _ = _model_for(args)
     status = 0
     for name in args.images:
@@ -222,20 +210,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_download(args: argparse.Namespace) -> int:
     if args.imagenet:
-        from . import imagenet
-
         print(f"torchvision's ImageNet AlexNet in {imagenet.download(progress=not args.quiet)}")
         return 0
-    from .data import download_cifar10
-
     source = download_cifar10(args.data)
     print(f"{source.label} in {source.path}")
     return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .data import SAMPLE_DIR, load_cifar10, resolve_dataset, write_sample
-
     if min(args.train_per_class, args.test_per_class) < 1:
         raise ValueError("--train-per-class and --test-per-class must be at least 1")
     source = resolve_dataset(args.source)
@@ -247,8 +229,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from . import experiment
-
     root = run_records.runs_root(args.runs)
     if args.list:
         found = experiment.list_experiments(root)
@@ -262,11 +242,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if args.report:
         print(experiment.report(experiment.summarize(experiment.load(root, args.report), root)))
         return 0
-    plan = experiment.ExperimentPlan(
-        variant=args.variant, seeds=args.seeds, first_seed=args.first_seed, epochs=args.epochs, recipe=args.recipe,
-        batch_size=args.batch_size, max_train_images=args.max_train_images,
-        data_dir=str(Path(args.data).expanduser().resolve()) if args.data else None, device=args.device,
-        precision=args.precision, threads=args.threads, log_every=args.log_every)
+    plan = experiment_plan(args)
     launched = experiment.launch(plan, root, name=args.name)
     print(f"experiment {launched.name}: {len(launched.runs)} runs queued on one device "
           f"({plan.variant} variant, {plan.epochs} epochs, seeds {launched.seeds}, recipe '{plan.recipe}')")
@@ -291,34 +267,38 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0 if summary.finished == summary.total else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m alexnet", description=__doc__)
-    parser.add_argument("--runs", default=None, help="runs folder (default: $ALEXNET_RUNS or ./runs)")
-    sub = parser.add_subparsers(dest="command", required=True)
+AddParser = Callable[..., argparse.ArgumentParser]  # a subparsers object's add_parser
 
-    p = sub.add_parser("train", help="train a variant; writes a run folder", description=
-                       "Train one run. Every TrainConfig field is a flag. SIGINT/SIGTERM save a checkpoint and stop.")
+
+def _train_parser(add_parser: AddParser) -> None:
+    p = add_parser("train", help="train a variant; writes a run folder", description=
+                   "Train one run. Every TrainConfig field is a flag. SIGINT/SIGTERM save a checkpoint and stop.")
     p.add_argument("--name", help="run name (default: variant-norm-optimizer, numbered)")
     p.add_argument("--resume", metavar="NAME", help="continue a stopped run from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--preset", choices=list(PRESETS), help="start from a named recipe ("
                    + "; ".join(f"{k}: {v.title}" for k, v in PRESETS.items()) + "); other flags override it")
-    _config_arguments(p)
+    add_field_flags(p, TrainConfig)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("runs", help="list runs (or delete one)")
+
+def _runs_and_summary_parsers(add_parser: AddParser) -> None:
+    p = add_parser("runs", help="list runs (or delete one)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--delete", metavar="NAME")
     p.set_defaults(func=cmd_runs)
 
-    p = sub.add_parser("summary", help="each layer's output shape, parameters and multiply-adds")
-    p.add_argument("variant", choices=["cifar", "paper", "imagenet"])
-    p.add_argument("--norm", default=None, choices=["lrn", "bn", "none"], help="default: lrn (imagenet: none)")
+    p = add_parser("summary", help="each layer's output shape, parameters and multiply-adds")
+    p.add_argument("variant", choices=list(VARIANTS))
+    p.add_argument("--norm", default=None, choices=NORMS, help="default: lrn (imagenet: none)")
     p.set_defaults(func=cmd_summary)
 
+
+def _model_parsers(add_parser: AddParser) -> None:
+    """eval and predict: a model from a run, a weights file or the demo."""
     for name, func, text in (("eval", cmd_eval, "test accuracy of a run or weights file"),
                              ("predict", cmd_predict, "classify image files")):
-        p = sub.add_parser(name, help=text)
+        p = add_parser(name, help=text)
         p.add_argument("--run", help="a run name in the runs folder")
         p.add_argument("--weights", help="a .safetensors (or weights-only .pt) file; default: the demo model")
         if name == "eval":
@@ -331,23 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
                            "--imagenet fetches it)")
         p.set_defaults(func=func)
 
-    p = sub.add_parser("experiment", help="paired LRN-versus-BN runs over seeds, and their verdict", description=
-                       "Queue one run per norm (LRN, BN) and seed: same variant, data order, seed and schedule, "
-                       "differing only in the norm (or, with --recipe, in each norm's optimizer settings). "
-                       "Runs take turns on the one device; --wait prints the comparison when they end.")
-    p.add_argument("--variant", default="cifar", choices=["cifar", "paper"])
-    p.add_argument("--seeds", type=int, default=3, help="how many seeds (default 3)")
-    p.add_argument("--first-seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--recipe", default="same", choices=list(RECIPES), help="; ".join(
-        f"{k}: {v.title}" for k, v in RECIPES.items()))
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--max-train-images", type=int, default=0, help="0 = all")
-    p.add_argument("--data", help="dataset folder (default: $ALEXNET_DATA, usual places, sample)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    p.add_argument("--threads", type=int, default=0, help="CPU threads per run; 0 = torch's default")
-    p.add_argument("--log-every", type=int, default=10)
+
+def _experiment_parser(add_parser: AddParser) -> None:
+    p = add_parser("experiment", help="paired LRN-versus-BN runs over seeds, and their verdict", description=
+                   "Queue one run per norm (LRN, BN) and seed: same variant, data order, seed and schedule, "
+                   "differing only in the norm (or, with --recipe, in each norm's optimizer settings). "
+                   "Runs take turns on the one device; --wait prints the comparison when they end.")
+    add_field_flags(p, ExperimentPlan, EXPERIMENT_FLAG_NAMES, choices={
+        "variant": COMPARABLE_VARIANTS, "recipe": {k: v.title for k, v in RECIPES.items()}, "precision": PRECISIONS})
     p.add_argument("--name", help="experiment name (default lrn-vs-bn-VARIANT, numbered)")
     p.add_argument("--wait", action="store_true", help="wait for the runs and print the comparison")
     p.add_argument("--timeout", type=float, default=24 * 3600, help="seconds --wait waits at most")
@@ -355,23 +326,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the experiments")
     p.set_defaults(func=cmd_experiment)
 
-    p = sub.add_parser("download", help="download CIFAR-10 (online) where the app finds it")
+
+def _data_parsers(add_parser: AddParser) -> None:
+    """download and sample: datasets and weights where the app finds them."""
+    p = add_parser("download", help="download CIFAR-10 (online) where the app finds it")
     p.add_argument("--data", help="target folder (default: ~/.cache/alexnet-lab)")
     p.add_argument("--imagenet", action="store_true", help="instead, torchvision's ImageNet AlexNet weights (233 MB) "
                    "into torch's hub cache ($TORCH_HOME/hub/checkpoints)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_download)
 
-    p = sub.add_parser("sample", help="remake the embedded sample (assets/cifar10-sample) from a CIFAR-10 folder",
-                       description="Write the first N images of each class of each split of a CIFAR-10 folder as "
-                       "lossless WebP mosaics plus sample.json (labels, source indices). The shipped sample is "
-                       "--from ../shared/data/cifar-10-mini with the defaults.")
+    p = add_parser("sample", help="remake the embedded sample (assets/cifar10-sample) from a CIFAR-10 folder",
+                   description="Write the first N images of each class of each split of a CIFAR-10 folder as "
+                   "lossless WebP mosaics plus sample.json (labels, source indices). The shipped sample is "
+                   "--from ../shared/data/cifar-10-mini with the defaults.")
     p.add_argument("--from", dest="source", required=True, metavar="DIR",
                    help="folder holding cifar-10-batches-py (the full set or a subset)")
     p.add_argument("--out", default=None, help="where to write (default: assets/cifar10-sample)")
     p.add_argument("--train-per-class", type=int, default=200)
     p.add_argument("--test-per-class", type=int, default=100)
     p.set_defaults(func=cmd_sample)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: each subcommand's flags, its `func` the `cmd_` function that runs it."""
+    parser = argparse.ArgumentParser(prog="python -m alexnet", description=__doc__)
+    parser.add_argument("--runs", default=None, help="runs folder (default: $ALEXNET_RUNS or ./runs)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_train_parser, _runs_and_summary_parsers, _model_parsers, _experiment_parser, _data_parsers):
+        add(sub.add_parser)
     return parser
 
 

@@ -4,7 +4,7 @@ Pure functions over what run folders hold (config, status, result, metrics event
 streamlit, no plotly, no torch, so the Compare page, the command line and the tests share
 them. The smoothing of curves is `charts.smooth` (the curves' own module).
 
-The verdict compares two sets of per-seed results with Welch's t-test: the difference of
+The verdict compares two sets of per-seed results with Welch's t-test (scipy): the difference of
 the means against how much results move from seed to seed. With one run a side there is no
 measure of that spread, and the verdict says so instead of guessing.
 """
@@ -18,11 +18,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from scipy import stats
+
 from .runs import Run
 
 __all__ = ["RunSummary", "summarize_run", "summary_rows", "rows_to_csv", "epochs_to_accuracy", "best_validation",
            "differing_keys", "SeedGroup", "group_by_seed", "BandPoint", "mean_band", "Verdict", "verdict",
-           "welch", "student_t_sf", "student_t_quantile", "mean_std", "disagreements", "dataset_mismatch",
+           "Welch", "welch", "mean_std", "disagreements", "dataset_mismatch",
            "export_runs", "MACHINE_KEYS"]
 
 # Config keys that change neither the maths nor the data: runs differing only in these (and the seed) are repeats.
@@ -232,67 +234,11 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
-# ---------------------------------------------------------------- statistics (no scipy needed)
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-14:
-            break
-    return h
-
-
-def _betai(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b)."""
-    if x <= 0:
-        return 0.0
-    if x >= 1:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1) / (a + b + 2):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def student_t_sf(t: float, df: float) -> float:
-    """Two-sided tail probability P(|T| >= |t|) of Student's t with `df` degrees of freedom."""
-    if not math.isfinite(t):
-        return 0.0
-    return _betai(df / 2.0, 0.5, df / (df + t * t))
-
-
-def student_t_quantile(p_two_sided: float, df: float) -> float:
-    """The t with P(|T| >= t) = p_two_sided (e.g. 0.05 -> 4.30 at df 2, 1.96 as df grows)."""
-    lo, hi = 0.0, 1.0
-    while student_t_sf(hi, df) > p_two_sided:
-        hi *= 2
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        if student_t_sf(mid, df) > p_two_sided:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
-
+# ---------------------------------------------------------------- statistics
 
 @dataclass
 class Welch:
+    """What the test found: the difference, its standard error, t with its degrees of freedom, p and the interval."""
     difference: float   # mean(b) - mean(a)
     stderr: float
     t: float
@@ -303,7 +249,8 @@ class Welch:
 
 
 def welch(a: Sequence[float], b: Sequence[float]) -> Welch:
-    """Welch's unequal-variance t-test of mean(b) - mean(a); needs two values a side."""
+    """Welch's unequal-variance t-test of mean(b) - mean(a) (scipy's `ttest_ind`) and the 95% interval of the
+    difference (Student's t at Welch's degrees of freedom); needs two values a side."""
     if len(a) < 2 or len(b) < 2:
         raise ValueError("Welch's test needs at least two values on each side")
     ma, sa = mean_std(a)
@@ -313,10 +260,9 @@ def welch(a: Sequence[float], b: Sequence[float]) -> Welch:
     if se == 0:
         p = 1.0 if diff == 0 else 0.0
         return Welch(diff, 0.0, 0.0 if diff == 0 else math.copysign(math.inf, diff), math.inf, p, diff, diff)
-    df = (va + vb) ** 2 / ((va * va / (len(a) - 1) if va else 0.0) + (vb * vb / (len(b) - 1) if vb else 0.0))
-    t = diff / se
-    half = student_t_quantile(0.05, df) * se
-    return Welch(diff, se, t, df, student_t_sf(t, df), diff - half, diff + half)
+    test = stats.ttest_ind(b, a, equal_var=False)
+    half = float(stats.t.ppf(0.975, test.df)) * se
+    return Welch(diff, se, float(test.statistic), float(test.df), float(test.pvalue), diff - half, diff + half)
 
 
 # ---------------------------------------------------------------- the verdict in words

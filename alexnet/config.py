@@ -7,7 +7,8 @@ from typing import Any
 import torch
 
 from .initialization import INITS
-from .models import NORMS, VARIANTS
+from .models import VARIANTS
+from .norms import NORMS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "plateau", "onecycle")

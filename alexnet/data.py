@@ -17,7 +17,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .models import CIFAR10_CLASSES
 from .runs import read_json, running_pid, write_process_status
 
 BATCHES = "cifar-10-batches-py"
@@ -27,6 +26,7 @@ SAMPLE_DIR = PROJECT_ROOT / "assets" / "cifar10-sample"
 DEFAULT_DOWNLOAD_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "alexnet-lab"
 ENV_VAR = "ALEXNET_DATA"
 
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # Per-channel statistics of the CIFAR-10 training set, for normalisation.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)

@@ -19,18 +19,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import compare
+from . import compare, jobs
 from .config import TrainConfig
-from .runs import Run, atomic_write_json, check_name, load_run, runs_root, slugify
+from .models import VARIANTS
+from .norms import NORM_SHORT_LABELS
+from .runs import DONE_STATES, Run, atomic_write_json, check_name, load_run, runs_root, slugify
 
-__all__ = ["NORMS", "Recipe", "RECIPES", "ExperimentPlan", "PlannedRun", "Experiment", "planned_runs", "launch",
+__all__ = ["PAIRED_NORMS", "COMPARABLE_VARIANTS", "Recipe", "RECIPES", "ExperimentPlan", "PlannedRun", "Experiment", "planned_runs", "launch",
            "load", "list_experiments", "experiments_dir", "free_name", "Arm", "ExperimentSummary", "summarize",
            "active_runs", "wait", "report"]
 
-NORMS = ("lrn", "bn")
-NORM_LABELS = {"lrn": "LRN", "bn": "BN"}
+PAIRED_NORMS = ("lrn", "bn")    # the two arms, in this order in every table
+COMPARABLE_VARIANTS = tuple(name for name, spec in VARIANTS.items() if set(PAIRED_NORMS) <= set(spec.norms))
 EXPERIMENTS_DIR = ".experiments"
-DONE_STATES = ("finished", "stopped", "failed")
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,8 @@ class Recipe:
         return not any(self.per_norm.values())
 
 
-# Shared by every recipe: Kaiming init (LRN with PyTorch's default init barely learns: 16% against 55%, stack-notes),
-# SGD with momentum, one-cycle, the classic crop + flip augmentation. Peak 0.02 is where LRN was measured to train.
+# Shared by every recipe: LSUV init (every layer at one scale whatever the norm, the loss starting at ln 10: see
+# initialization.py), SGD with momentum, one-cycle, the classic crop + flip augmentation.
 BASE: dict[str, Any] = dict(init="lsuv", optimizer="sgd", lr=0.02, momentum=0.9, weight_decay=5e-4,
                             schedule="onecycle", dropout=0.5, crop_padding=4, flip=True, rotate_degrees=0.0, zoom=0.0,
                             label_smoothing=0.0, val_fraction=0.1)
@@ -75,19 +76,19 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
 
 @dataclass
 class ExperimentPlan:
-    """What a person chooses; everything else comes from the recipe."""
-    variant: str = "cifar"
-    seeds: int = 3                  # how many seeds (first_seed, first_seed + 1, ...)
-    first_seed: int = 0
-    epochs: int = 12
-    recipe: str = "same"
-    batch_size: int = 128
-    max_train_images: int = 0       # 0 = all
-    data_dir: str | None = None     # None: each run resolves the dataset as `train` does
-    device: str = "auto"
-    precision: str = "auto"
-    threads: int = 0
-    log_every: int = 10
+    """What a person chooses; everything else comes from the recipe. Each field is a flag of `experiment`."""
+    variant: str = "cifar"          # cifar: 32x32, minutes per run on a CPU; paper: 227x227, a GPU job
+    seeds: int = 3                  # how many seeds (first_seed, first_seed + 1, ...): an LRN and a BN run each
+    first_seed: int = 0             # the seed of the first pair
+    epochs: int = 12                # passes over the training split, in every run
+    recipe: str = "same"            # what may differ besides the norm
+    batch_size: int = 128           # images per step
+    max_train_images: int = 0       # 0 = all; a cap for quick experiments
+    data_dir: str | None = None     # dataset folder; none given: each run finds one as `train` does
+    device: str = "auto"            # auto | cpu | cuda | cuda:N | mps, one device for all the runs in turn
+    precision: str = "auto"         # auto (bf16 where fast, else fp32) | fp32 | bf16 | fp16 (CUDA)
+    threads: int = 0                # CPU threads per run; 0 = torch's default
+    log_every: int = 10             # steps between step events in each run's metrics.jsonl
 
     def problems(self) -> list[str]:
         p = []
@@ -116,7 +117,7 @@ def planned_runs(plan: ExperimentPlan, name: str) -> list[PlannedRun]:
     recipe = RECIPES[plan.recipe]
     out = []
     for seed in range(plan.first_seed, plan.first_seed + plan.seeds):
-        for norm in NORMS:
+        for norm in PAIRED_NORMS:
             config = TrainConfig(**{**BASE, **recipe.per_norm[norm]}, variant=plan.variant, norm=norm, seed=seed,
                                  epochs=plan.epochs, batch_size=plan.batch_size,
                                  max_train_images=plan.max_train_images, data_dir=plan.data_dir, device=plan.device,
@@ -157,7 +158,7 @@ def free_name(root: str | Path | None, plan: ExperimentPlan, base: str | None = 
     while True:
         name = base if n == 1 else f"{base}-{n}"
         runs = [f"{name}-{norm}-s{seed}" for seed in range(plan.first_seed, plan.first_seed + plan.seeds)
-                for norm in NORMS]
+                for norm in PAIRED_NORMS]
         if not _record_path(root, name).exists() and not any((folder / r).exists() for r in runs):
             return name
         n += 1
@@ -194,19 +195,13 @@ def list_experiments(root: str | Path | None = None) -> list[Experiment]:
 Starter = Callable[[TrainConfig, str, Path], str]
 
 
-def _jobs_start(config: TrainConfig, name: str, root: Path) -> str:
-    from .jobs import start
-
-    return start(config, name, root)
-
-
 def launch(plan: ExperimentPlan, root: str | Path | None = None, name: str | None = None,
            start: Starter | None = None) -> Experiment:
     """Record the experiment and queue its runs (each its own process, one at a time on the device).
 
     `start(config, run_name, root)` defaults to `jobs.start`; nothing is written if the plan is invalid.
     """
-    start = start or _jobs_start
+    start = start or jobs.start
     folder = runs_root(root)
     name = check_name(name) if name else free_name(folder, plan)
     planned = planned_runs(plan, name)
@@ -241,7 +236,7 @@ class Arm:
 
     @property
     def label(self) -> str:
-        return NORM_LABELS.get(self.norm, self.norm)
+        return NORM_SHORT_LABELS.get(self.norm, self.norm)
 
     @property
     def finished(self) -> list[Run]:
@@ -250,6 +245,11 @@ class Arm:
     def values(self, key: str) -> list[float]:
         values = [r.result.get(key) for r in self.finished]
         return [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+
+
+def _ended(states: dict[str, int], missing: list[str], total: int) -> bool:
+    """Every recorded run is done (finished, stopped or failed) or deleted."""
+    return sum(states.get(s, 0) for s in DONE_STATES) + len(missing) == total
 
 
 @dataclass
@@ -272,7 +272,7 @@ class ExperimentSummary:
 
     @property
     def done(self) -> bool:
-        return sum(self.states.get(s, 0) for s in DONE_STATES) + len(self.missing) == self.total
+        return _ended(self.states, self.missing, self.total)
 
     @property
     def runs(self) -> list[Run]:
@@ -282,7 +282,7 @@ class ExperimentSummary:
 def summarize(experiment: Experiment, root: str | Path | None = None) -> ExperimentSummary:
     """Read the experiment's runs and sum them up: states, per-seed pairs, mean and spread, the verdict."""
     folder = runs_root(root)
-    arms = {norm: Arm(norm, []) for norm in NORMS}
+    arms = {norm: Arm(norm, []) for norm in PAIRED_NORMS}
     missing, states = [], Counter()
     by_seed: dict[int, dict[str, Run]] = {}
     for entry in experiment.runs:
@@ -297,7 +297,7 @@ def summarize(experiment: Experiment, root: str | Path | None = None) -> Experim
     pairs = []
     for seed in sorted(by_seed):
         row: dict[str, Any] = {"seed": seed}
-        for norm in NORMS:
+        for norm in PAIRED_NORMS:
             run = by_seed[seed].get(norm)
             row[norm] = (run.result or {}).get("test_accuracy") if run and run.state == "finished" else None
         row["difference"] = row["bn"] - row["lrn"] if row["lrn"] is not None and row["bn"] is not None else None
@@ -315,8 +315,7 @@ def summarize(experiment: Experiment, root: str | Path | None = None) -> Experim
     if len(datasets) > 1:
         text += f" Careful: the runs were tested on different datasets ({', '.join(datasets)})."
     total = len(experiment.runs)
-    done = sum(states.get(s, 0) for s in DONE_STATES) + len(missing) == total
-    if not done and result.level != "no data":
+    if not _ended(states, missing, total) and result.level != "no data":
         text = f"So far ({states.get('finished', 0)} of {total} runs finished): " + text
     failed = states.get("failed", 0) + states.get("stopped", 0)
     if failed:
@@ -362,7 +361,7 @@ def report(summary: ExperimentSummary) -> str:
              "",
              f"  {'seed':>4}  {'LRN test':>9}  {'BN test':>9}  {'BN - LRN':>9}"]
     for row in summary.pairs:
-        cells = [f"{row[k]:9.2%}" if row[k] is not None else f"{'-':>9}" for k in ("lrn", "bn")]
+        cells = [f"{row[k]:9.2%}" if row[k] is not None else f"{'-':>9}" for k in PAIRED_NORMS]
         diff = f"{row['difference'] * 100:+8.1f}p" if row["difference"] is not None else f"{'-':>9}"
         lines.append(f"  {row['seed']:>4}  {cells[0]}  {cells[1]}  {diff}")
     for arm in summary.arms.values():

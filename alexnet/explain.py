@@ -28,8 +28,11 @@ from .predict import model_device, model_in_use, probabilities
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 _HOOK_EXTRAS = ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs")
 
-# Captum says these on every call; it is expected here (hooks are removed, inputs need gradients).
-# Filters installed once: warnings.catch_warnings() per call would not be thread-safe in a server.
+# Captum says these on every call; both are expected here (hooks are removed, inputs need gradients). The filters
+# are installed once, at import, because warnings filters are one list for the whole process: `catch_warnings()`
+# swaps that list on entry and puts its copy back on exit, so used per call by two sessions' threads at once it
+# drops or brings back the other's filters. So no module here changes the filters per call (images.py checks
+# Pillow's pixel limit itself rather than turn its warning into an error).
 warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU", module="captum")
 warnings.filterwarnings("ignore", message=".*required_grads has been set automatically", module="captum")
 

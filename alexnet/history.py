@@ -1,8 +1,8 @@
 """What AlexNet reimplementations on CIFAR-10 report, beside what this project's own runs measure.
 
-The published figures are facts read from their sources (shared/reference/prior-work.md), each
-with the dataset and hardware it came from and the caveat that changes how far it can be
-trusted; they are not results of this code. The project's own figures come only from finished
+The published figures are facts read from the sources each record names (repositories,
+notebooks, reports), each with the dataset and hardware it came from and the caveat that
+changes how far it can be trusted; they are not results of this code. The project's own figures come only from finished
 runs' result.json, labelled with the dataset and device each was measured on.
 """
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from .models import VARIANTS
+from .norms import NORM_SHORT_LABELS
 from .runs import Run
 
 __all__ = ["PAPER", "Reported", "PUBLISHED", "LRN_STUDIES", "own_best", "replication_rows"]
@@ -58,7 +60,8 @@ PUBLISHED: tuple[Reported, ...] = (
              "learning-rate schedule watched the test set"),
 )
 
-# Two student studies of LRN against no norm on CIFAR-10 at 224x224, 10 epochs (prior-work.md): LRN changes little.
+# Two student studies of LRN against no norm on CIFAR-10 at 224x224, 10 epochs: (LRN, no norm) test accuracy in
+# each. LRN changes little.
 LRN_STUDIES = ((0.7847, 0.7905), (0.8100, 0.8101))
 
 
@@ -78,7 +81,8 @@ def own_best(runs: Iterable[Run]) -> list[Run]:
 def _own_row(run: Run) -> dict[str, Any]:
     c, r = run.config, run.result or {}
     full = r.get("dataset_kind") == "cifar10"
-    size = {"cifar": "32x32", "paper": "227x227", "imagenet": "224x224"}.get(c.get("variant"), "?")
+    variant = VARIANTS.get(c.get("variant"))
+    size = f"{variant.input_size}x{variant.input_size}" if variant else "?"
     caveat = "test set used once, after training (a validation split is held out)"
     if c.get("variant") == "imagenet":
         caveat = "pretrained on ImageNet, then fine-tuned: not trained from scratch like the others; " + caveat
@@ -94,7 +98,7 @@ def _own_row(run: Run) -> dict[str, Any]:
         "as reported": f"{r.get('test_accuracy', 0):.2%} test ({r.get('test_images', 0):,} images)",
         "network and recipe": f"{c.get('variant')} variant, {c.get('norm')}; {c.get('optimizer')} {c.get('lr'):g}, "
                               f"{c.get('schedule')}, {epochs} epochs",
-        "input": size, "norm": {"lrn": "LRN", "bn": "BN"}.get(c.get("norm"), c.get("norm")),
+        "input": size, "norm": NORM_SHORT_LABELS.get(c.get("norm"), c.get("norm")),
         "s / epoch": f"{r['seconds_per_epoch']:.1f}" if r.get("seconds_per_epoch") else "",
         "full CIFAR-10": full,
     }

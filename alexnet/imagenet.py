@@ -6,7 +6,7 @@ normalisation it was trained with, its published accuracy). This module only dec
 the 233 MB file is read from, and never downloads unless asked to:
 
 1. a file the user names (torchvision's .pth, or the same tensors as .safetensors), read with
-   weights only (`checkpoints.read_state_dict`);
+   weights only (`weight_files.read_state_dict`);
 2. torch's hub cache, `torch.hub.get_dir()/checkpoints/alexnet-owt-7be5be79.pth`, where
    torchvision's download puts it and where a copy made by hand is used as is;
 3. `download()`: torchvision's own download into that cache, hash checked; the command line
@@ -30,8 +30,8 @@ from torch import nn
 from torchvision.models import AlexNet_Weights, alexnet
 from torchvision.transforms import functional as TF
 
-from .checkpoints import CheckpointError, describe_mismatch, read_state_dict
 from .runs import read_json, running_pid, write_process_status
+from .weight_files import CheckpointError, describe_mismatch, non_finite, read_state_dict
 
 WEIGHTS = AlexNet_Weights.IMAGENET1K_V1
 CATEGORIES: tuple[str, ...] = tuple(WEIGHTS.meta["categories"])
@@ -116,20 +116,15 @@ def weights_file(path: str | Path | None = None) -> Path:
     return target
 
 
-def read_weights(path: str | Path | None = None) -> dict[str, torch.Tensor]:
-    """The ImageNet weights' tensors, from a named file or the hub cache; never downloads, never runs code."""
-    return read_state_dict(weights_file(path))
-
-
-def _finite(tensor: torch.Tensor) -> bool:
-    """A NaN or infinity makes the sum one: summing is the fast test, the element-wise one settles an overflow."""
-    return not tensor.is_floating_point() or bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all())
-
-
-def _check_finite(state: dict[str, torch.Tensor], name: str) -> None:
-    broken = [k for k, v in state.items() if not _finite(v)]
+def _load_checked(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """Copy `state` into `model` (as float32) once it is known to be torchvision's AlexNet with finite weights."""
+    mismatch = describe_mismatch(model, state)
+    if mismatch:
+        raise CheckpointError(f"{source.name} is not torchvision's ImageNet AlexNet: {mismatch}")
+    broken = non_finite(state)
     if broken:
-        raise CheckpointError(f"{name} holds weights that are not finite numbers in {', '.join(broken[:4])}")
+        raise CheckpointError(f"{source.name} holds weights that are not finite numbers in {', '.join(broken[:4])}")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
 
 
 def load_pretrained(path: str | Path | None = None, device: str | torch.device = "cpu") -> nn.Module:
@@ -137,11 +132,7 @@ def load_pretrained(path: str | Path | None = None, device: str | torch.device =
     source = weights_file(path)
     state = read_state_dict(source)
     model = build_model(len(CATEGORIES))
-    mismatch = describe_mismatch(model, state)
-    if mismatch:
-        raise CheckpointError(f"{source.name} is not torchvision's ImageNet AlexNet: {mismatch}")
-    _check_finite(state, source.name)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    _load_checked(model, state, source)
     return model.to(device).eval()
 
 
@@ -151,12 +142,7 @@ def load_pretrained_body(model: nn.Module, path: str | Path | None = None) -> No
     source = weights_file(path)
     state = read_state_dict(source)
     own = model.state_dict()
-    state = {**state, **{k: v for k, v in own.items() if k.startswith(HEAD + ".")}}
-    mismatch = describe_mismatch(model, state)
-    if mismatch:
-        raise CheckpointError(f"{source.name} is not torchvision's ImageNet AlexNet: {mismatch}")
-    _check_finite(state, source.name)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    _load_checked(model, {**state, **{k: v for k, v in own.items() if k.startswith(HEAD + ".")}}, source)
 
 
 # ---- downloading (online only) ----

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Iterator
 
 from .config import TrainConfig
-from .runs import RunWriter, check_name, load_run, runs_root
+from .data import download_target, live_download, write_download_status
+from .runs import ACTIVE_STATES, DONE_STATES, RunWriter, check_name, load_run, runs_root
 
 POLL_SECONDS = 0.5
 
@@ -115,8 +116,6 @@ def start_download(root: str | Path | None = None) -> int:
     While a download into the same folder lives, returns that one's pid instead of starting a
     second writer of the same archive.
     """
-    from .data import download_target, live_download, write_download_status
-
     target = download_target(root)
     target.mkdir(parents=True, exist_ok=True)
     with _one_at_a_time(target / ".download.lock"):
@@ -154,7 +153,7 @@ def resume(name: str, root: str | Path | None = None) -> int:
     load_run(path, with_metrics=False)  # says "not a run folder" before a lock file is made anywhere
     with _one_at_a_time(path / ".resume.lock"):
         run = load_run(path, with_metrics=False)  # a queued or running state here has a live pid
-        if run.state in ("queued", "running") or is_training(folder, name):
+        if run.state in ACTIVE_STATES or is_training(folder, name):
             return run.status.get("pid")
         if run.state == "finished":
             raise RuntimeError(f"run {name!r} has finished; start a new run to train more")
@@ -174,7 +173,7 @@ def stop(name: str, root: str | Path | None = None) -> bool:
     """Ask the run's process to save a checkpoint and stop (SIGTERM). False if it was not running."""
     run = load_run(runs_root(root) / check_name(name), with_metrics=False)
     pid = run.status.get("pid")
-    if run.state not in ("running", "queued") or not pid:
+    if run.state not in ACTIVE_STATES or not pid:
         return False
     try:
         os.kill(pid, signal.SIGTERM)
@@ -184,7 +183,7 @@ def stop(name: str, root: str | Path | None = None) -> bool:
 
 
 def wait(name: str, root: str | Path | None = None, timeout: float = 600.0,
-         states: tuple[str, ...] = ("finished", "stopped", "failed")) -> str:
+         states: tuple[str, ...] = DONE_STATES) -> str:
     """Block until the run reaches one of `states` (for the command line and tests); returns the state."""
     deadline = time.monotonic() + timeout
     path = runs_root(root) / check_name(name)

@@ -16,13 +16,12 @@ from typing import Callable
 import torch
 from torch import nn
 
+from . import imagenet
 from .initialization import init_weights
 from .lrn import LocalResponseNorm
+from .norms import NORMS
 
-__all__ = ["AlexNet", "VARIANTS", "NORMS", "Variant", "build", "summary", "LayerRow", "count_parameters"]
-
-NORMS = ("lrn", "bn", "none")
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+__all__ = ["AlexNet", "VARIANTS", "Variant", "build", "summary", "LayerRow", "count_parameters"]
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -129,9 +128,7 @@ def imagenet_alexnet(norm: str = "none", num_classes: int = 10, dropout: float =
     """torchvision's own AlexNet at 224x224, the one-GPU layout of Krizhevsky's 2014 "One weird trick" paper:
     64-192-384-256-256 channels, ungrouped, no norm layers, FC 4096-4096. Its ImageNet weights and
     their preprocessing come from torchvision too (alexnet/imagenet.py)."""
-    from .imagenet import build_model  # imagenet.py reads weight files through checkpoints.py, which imports us
-
-    return build_model(num_classes, dropout)
+    return imagenet.build_model(num_classes, dropout)
 
 
 VARIANTS: dict[str, Variant] = {

@@ -33,10 +33,10 @@ import torch
 from torch import nn
 
 from . import runs as run_records
-from .checkpoints import load_model, read_metadata, save_weights
-from .data import PROJECT_ROOT, normalization, to_model_input
+from .checkpoints import load_model
+from .data import CIFAR10_CLASSES, PROJECT_ROOT, normalization, to_model_input
 from .inputs import ImageLike, ModelImage, model_image
-from .models import CIFAR10_CLASSES
+from .weight_files import read_metadata, save_weights
 
 DEMO_DIR = PROJECT_ROOT / "assets" / "demo"
 DEMO_WEIGHTS = DEMO_DIR / "demo-cifar-bn.safetensors"
@@ -235,7 +235,7 @@ def saved_upload(data: bytes, filename: str, folder: str | Path | None = None) -
     path = root / hashlib.sha256(data).hexdigest()[:32] / (stem + suffix)
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        run_records.atomic_write_bytes(path, data)
+        run_records.atomic_write(path, data)
     return path
 
 

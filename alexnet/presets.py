@@ -1,9 +1,10 @@
 """Named training recipes: the published AlexNet-on-CIFAR-10 setups and a quick CPU demo.
 
-Each preset is a complete `TrainConfig` plus one line saying what it reproduces (sources in
-shared/reference/prior-work.md). Where the source deviates from what this project can honestly
-do, the config says so in `note`: every preset holds out its own validation split, because
-using the test set for validation (as sources A and B did) makes the test accuracy optimistic.
+Each preset is a complete `TrainConfig` plus one line saying what it reproduces and its `source`
+(the repository or report it follows). Where the source deviates from what this project can
+honestly do, the config says so in `note`: every preset holds out its own validation split,
+because using the test set for validation (as the faithful reimplementation and the "Revisiting
+AlexNet" notebook did) makes the test accuracy optimistic.
 """
 from __future__ import annotations
 

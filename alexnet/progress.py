@@ -11,9 +11,8 @@ from datetime import datetime
 
 from .config import TrainConfig
 from .data import validation_size
-from .runs import Run
+from .runs import ACTIVE_STATES, Run
 
-ACTIVE = ("queued", "running")   # a process holds the run, or is about to
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ def run_progress(run: Run) -> Progress:
     start, steps = last_start(run), run.steps()
     if not start:
         return Progress(0.0, "waiting for the training process to load the data and build the model"
-                        if run.state in ACTIVE else "no training step was recorded", None)
+                        if run.state in ACTIVE_STATES else "no training step was recorded", None)
     total = max(start["steps_per_epoch"] * start["epochs"], 1)
     if run.state == "finished":
         result = run.result or {}

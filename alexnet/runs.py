@@ -22,9 +22,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 STATES = ("queued", "running", "stopped", "finished", "failed")
+ACTIVE_STATES = ("queued", "running")              # a process holds the run, or is about to
+DONE_STATES = ("finished", "stopped", "failed")    # no process will touch the run again unless it is resumed
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 DEFAULT_ROOT = "runs"
 
@@ -49,13 +51,19 @@ def slugify(text: str) -> str:
     return slug or "run"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename over it."""
+def atomic_write(path: Path, content: bytes | Callable[[str], None]) -> None:
+    """Replace `path` whole or not at all: a temporary file beside it gets the content, is fsynced, then renamed
+    over it. `content` is the bytes, or a function that writes the file whose name it is given (`torch.save`,
+    safetensors' `save_file`). The one atomic writer of the package: run records, checkpoints, uploads."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        if callable(content):
+            content(tmp)
+        else:
+            Path(tmp).write_bytes(content)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -64,7 +72,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode())
+    atomic_write(path, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode())
 
 
 def read_json(path: Path, default: Any = None) -> Any:
@@ -217,7 +225,7 @@ class RunWriter:
         """
         events = read_metrics(self.path / "metrics.jsonl")
         kept = [e for e in events if e.get("global_step", 0) <= global_step and e.get("event") != "end"]
-        atomic_write_bytes(self.path / "metrics.jsonl", "".join(json.dumps(e) + "\n" for e in kept).encode())
+        atomic_write(self.path / "metrics.jsonl", "".join(json.dumps(e) + "\n" for e in kept).encode())
 
     def write_result(self, result: dict) -> None:
         atomic_write_json(self.path / "result.json", result)
@@ -234,7 +242,7 @@ def _true_status(status: dict, has_checkpoint: bool = False) -> dict:
     The checkpoint file itself counts, not only the status's flag: a process killed between
     writing a checkpoint and saying so in status.json is still resumable.
     """
-    if status.get("state") in ("running", "queued") and not pid_alive(status.get("pid"), status.get("pid_identity")):
+    if status.get("state") in ACTIVE_STATES and not pid_alive(status.get("pid"), status.get("pid_identity")):
         resumable = bool(status.get("checkpoint")) or has_checkpoint
         return {**status, "state": "stopped" if resumable else "failed", "checkpoint": resumable,
                 "reason": "the training process ended without saying why (killed or crashed)"

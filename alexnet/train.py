@@ -32,13 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoints import discard_partial_writes, load_state, save_state, save_weights
 from . import distributed, imagenet
 from .config import TrainConfig
 from .data import (Augment, Cifar10, augment_batch, load_cifar10, normalization, resolve_dataset, split_validation,
                    to_model_input)
 from .models import build, count_parameters
 from .runs import RunWriter, read_metrics
+from .weight_files import discard_partial_writes, load_state, save_state, save_weights
 
 EventHandler = Callable[[dict], None]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from alexnet import runs as run_records
-from alexnet.progress import ACTIVE
+from alexnet.runs import ACTIVE_STATES as ACTIVE
 from pages._shared.compare_runs import REFRESH, compare_view
 from pages._shared.experiment_view import experiment_tab
 from pages._shared.navigation import run_page

@@ -9,7 +9,7 @@ import streamlit as st
 
 from alexnet import charts, explain
 from alexnet.inputs import ModelImage
-from alexnet.models import CIFAR10_CLASSES
+from alexnet.data import CIFAR10_CLASSES
 from alexnet.predict import Prediction, class_names
 from pages._shared.attribution_view import class_choice, methods_panel
 from pages._shared.image_picker import CURRENT_IMAGE, FROM_PREDICT, ChosenImage, decoded_or_error, image_picker

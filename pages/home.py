@@ -13,9 +13,8 @@ import streamlit as st
 from alexnet import charts, history, imagenet
 from alexnet import runs as run_records
 from alexnet.models import VARIANTS, build, summary
+from alexnet.norms import NORM_LABELS
 from pages._shared.navigation import run_page
-
-NORM_LABELS = {"lrn": "LRN (paper)", "bn": "batch norm", "none": "none"}
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

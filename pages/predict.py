@@ -7,7 +7,7 @@ import streamlit as st
 
 from alexnet import charts
 from alexnet.inputs import CIFAR_SIZE, ImageForms
-from alexnet.models import CIFAR10_CLASSES
+from alexnet.data import CIFAR10_CLASSES
 from alexnet.predict import class_names
 from pages._shared.image_picker import CURRENT_IMAGE, ChosenImage, decoded_or_error, image_picker
 from pages._shared.image_results import prediction

@@ -12,7 +12,7 @@ import streamlit as st
 
 from alexnet import data as datasets
 from alexnet import runs as run_records
-from alexnet.progress import ACTIVE
+from alexnet.runs import ACTIVE_STATES as ACTIVE
 from pages._shared.dataset import dataset_in_use
 from pages._shared.navigation import run_page
 from pages._shared.run_view import live_view

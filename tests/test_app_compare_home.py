@@ -17,7 +17,7 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1 import app_test as app_test_module
 
-from alexnet import compare, experiment
+from alexnet import compare, experiment, jobs
 from alexnet import runs as run_records
 from alexnet.models import build, count_parameters
 from alexnet.train import train
@@ -325,7 +325,7 @@ def test_experiment_button_queues_the_planned_runs(env, runs_dir, monkeypatch, m
         started.append((name, config))
         return name
 
-    monkeypatch.setattr(experiment, "_jobs_start", queue)
+    monkeypatch.setattr(jobs, "start", queue)
     at = open_page("pages/compare.py")
     at.number_input(key="exp.seeds").set_value(2)
     at.number_input(key="exp.epochs").set_value(1)

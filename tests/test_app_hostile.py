@@ -29,12 +29,13 @@ from streamlit.testing.v1 import AppTest
 
 from alexnet import images, jobs
 from alexnet import runs as run_records
-from alexnet.checkpoints import load_model, save_weights
+from alexnet.checkpoints import load_model
 from alexnet.config import TrainConfig
 from alexnet.images import load_image
 from alexnet.models import build
 from alexnet.predict import DEMO_WEIGHTS, EXAMPLES_DIR, predict
 from alexnet.train import train
+from alexnet.weight_files import save_weights
 from pages._shared import model_picker
 from test_checkpoints import Planted
 from test_reliability import write_slice

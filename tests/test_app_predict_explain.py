@@ -18,11 +18,13 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from alexnet import attributions, explain, runs
-from alexnet.checkpoints import load_model, save_weights
+from alexnet.checkpoints import load_model
+from alexnet.data import CIFAR10_CLASSES
 from alexnet.images import load_image, to_cifar_array
 from alexnet.inputs import SHOWN_SIZE, model_image
-from alexnet.models import CIFAR10_CLASSES, build
+from alexnet.models import build
 from alexnet.predict import DEMO_WEIGHTS, EXAMPLES_DIR, predict
+from alexnet.weight_files import save_weights
 from pages._shared import image_picker, model_picker
 
 REPO = Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from alexnet import charts, jobs, presets
 from alexnet import runs as run_records
-from alexnet.cli import _config_from, _preset_config, build_parser
+from alexnet.cli import build_parser, train_config
 from alexnet.config import TrainConfig, device_choices
 from alexnet.train import pick_device, train
 
@@ -343,10 +343,10 @@ def test_presets_are_valid_and_fresh_copies():
 
 def test_cli_preset_flag_is_overridden_by_explicit_flags():
     args = build_parser().parse_args(["train", "--preset", "paper-2012", "--epochs", "4", "--lr", "0.02"])
-    config = _config_from(args, _preset_config(args))
+    config = train_config(args)
     assert (config.variant, config.norm, config.lr, config.epochs, config.milestones) == ("paper", "lrn", 0.02, 4, [2, 3])
     args = build_parser().parse_args(["train", "--preset", "fast-cpu-demo", "--milestones", "3", "--schedule", "step"])
-    assert _config_from(args, _preset_config(args)).milestones == [3]
+    assert train_config(args).milestones == [3]
 
 
 def test_smoothing_is_debiased_and_keeps_gaps():

@@ -6,8 +6,8 @@ import re
 from PIL import Image
 
 from alexnet.checkpoints import load_model
+from alexnet.data import CIFAR10_CLASSES
 from alexnet.images import load_image
-from alexnet.models import CIFAR10_CLASSES
 from alexnet.predict import DEMO_WEIGHTS, EXAMPLES_DIR, predict
 from conftest import metric_value, nav_link, screenshot, wait_for_app
 

@@ -15,9 +15,10 @@ import pytest
 from plotly import colors as plotly_colors
 
 from alexnet import charts, history
+from alexnet.data import CIFAR10_CLASSES
 from alexnet.models import build, summary
 
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CLASSES = list(CIFAR10_CLASSES)
 
 
 def epoch(n: int, acc: float) -> dict:

@@ -19,11 +19,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from alexnet.checkpoints import CheckpointError, load_model, load_state, read_state_dict, save_weights
+from alexnet.checkpoints import load_model
 from alexnet.config import TrainConfig
 from alexnet.models import build
 from alexnet.runs import RunWriter, load_run
 from alexnet.train import train
+from alexnet.weight_files import CheckpointError, load_state, read_state_dict, save_weights
 
 pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's notice on odd pickles
 

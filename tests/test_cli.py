@@ -1,20 +1,25 @@
 """The command line: every subcommand has help, and each one drives the library for real."""
-import argparse
 import os
+import re
+import shlex
 import subprocess
 import sys
+from dataclasses import fields
 
 import pytest
 
-from alexnet.cli import build_parser, main
+from alexnet.cli import build_parser, experiment_command, experiment_plan, main
+from alexnet.config import TrainConfig
+from alexnet.experiment import ExperimentPlan
+from alexnet.flags import field_comments
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def subcommands() -> list[str]:
-    """The subcommands as the parser knows them, so one added later is covered too."""
-    (action,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
-    return list(action.choices)
+    """The subcommands as the parser's usage line lists them ({train,runs,...}), so one added later is covered too."""
+    (choices,) = re.findall(r"\{([a-z,-]+)\}", build_parser().format_usage())
+    return choices.split(",")
 
 
 def test_help_of_every_subcommand():
@@ -59,3 +64,29 @@ def test_bad_input_gets_a_message_not_a_traceback(tmp_path, capsys):
     assert str(tmp_path / "none") in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--variant"])
+
+
+def test_every_field_is_a_flag_whose_help_is_the_fields_comment(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # one line a flag: argparse would wrap long comments at hyphens
+    for command, cls in (("train", TrainConfig), ("experiment", ExperimentPlan)):
+        comments = field_comments(cls)
+        assert set(comments) == {f.name for f in fields(cls)}, f"{cls.__name__}: a field without a comment"
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        out = capsys.readouterr().out
+        assert all(comment in out for comment in comments.values())
+    assert "--recipe {same,own-rate,papers}" in out and "own-rate: each norm at its own learning rate" in out
+    assert "--data DATA " in out and "--variant {" in out and "imagenet" not in out.split("--variant {")[1][:20]
+
+
+def test_the_experiment_command_line_reads_back_as_the_plan_it_shows(tmp_path):
+    plan = ExperimentPlan(variant="paper", seeds=2, first_seed=5, epochs=3, recipe="papers", batch_size=64,
+                          max_train_images=512, data_dir=str(tmp_path / "a folder"), device="cpu", precision="fp32",
+                          threads=1, log_every=2)
+    assert all(getattr(plan, f.name) != getattr(ExperimentPlan(), f.name) for f in fields(plan))  # every flag
+    words = shlex.split(experiment_command(plan))
+    assert words[:4] == ["python", "-m", "alexnet", "experiment"] and words[-1] == "--wait"
+    assert experiment_plan(build_parser().parse_args(words[3:])) == plan
+    assert experiment_command(ExperimentPlan()) == \
+        "python -m alexnet experiment --variant cifar --seeds 3 --epochs 12 --recipe same --wait"
+    assert experiment_plan(build_parser().parse_args(["experiment"])) == ExperimentPlan()

@@ -6,6 +6,7 @@ trains real runs, in real processes, on a 300-image slice of the CIFAR-10 mini s
 """
 from __future__ import annotations
 
+import colorsys
 import csv
 import io
 import json
@@ -130,23 +131,29 @@ def test_mean_band_counts_the_runs_at_each_point():
 
 # ---------------------------------------------------------------- statistics and the verdict
 
-def test_student_t_matches_the_tables():
-    assert compare.student_t_quantile(0.05, 1) == pytest.approx(12.706, abs=1e-3)
-    assert compare.student_t_quantile(0.05, 2) == pytest.approx(4.303, abs=1e-3)
-    assert compare.student_t_quantile(0.05, 10) == pytest.approx(2.228, abs=1e-3)
-    assert compare.student_t_quantile(0.01, 4) == pytest.approx(4.604, abs=1e-3)
-    assert compare.student_t_sf(0.0, 5) == pytest.approx(1.0)
-    assert compare.student_t_sf(2.776, 4) == pytest.approx(0.05, abs=1e-4)
+def test_welch_on_equal_spreads_matches_the_t_distribution_worked_by_hand():
+    """Three seeds a side, each with standard deviation 0.01, means 0.03 apart: se = 0.01 * sqrt(2/3), t = 3.674
+    and Welch's degrees of freedom are exactly 4, where Student's t has a closed form: P(|T| < t) =
+    sin(th) * (1 + cos(th)^2 / 2) with th = atan(t / 2). Its 97.5% quantile at 4 degrees is 2.776 (every table)."""
+    test = compare.welch([0.60, 0.61, 0.62], [0.63, 0.64, 0.65])
+    se = 0.01 * math.sqrt(2 / 3)
+    t = 0.03 / se
+    th = math.atan(t / 2)
+    assert (test.difference, test.stderr, test.t, test.df) == \
+        (pytest.approx(0.03), pytest.approx(se), pytest.approx(t), pytest.approx(4.0))
+    assert test.p == pytest.approx(1 - math.sin(th) * (1 + math.cos(th) ** 2 / 2)) == pytest.approx(0.0213, abs=1e-4)
+    assert (test.low, test.high) == (pytest.approx(0.03 - 2.7764 * se, abs=1e-5), pytest.approx(0.03 + 2.7764 * se,
+                                                                                              abs=1e-5))
+    assert compare.verdict([0.60, 0.61, 0.62], [0.63, 0.64, 0.65]).level == "likely"  # 0.01 <= p < 0.05
 
 
-def test_welch_agrees_with_scipy():
-    stats = pytest.importorskip("scipy.stats")
+def test_welch_on_unequal_spreads_and_sizes_uses_welchs_degrees_of_freedom():
     a, b = [0.601, 0.588, 0.612, 0.597], [0.640, 0.655, 0.629]
-    ours = compare.welch(a, b)
-    theirs = stats.ttest_ind(b, a, equal_var=False)
-    assert ours.t == pytest.approx(theirs.statistic) and ours.p == pytest.approx(theirs.pvalue)
-    low, high = theirs.confidence_interval(0.95)
-    assert (ours.low, ours.high) == (pytest.approx(low), pytest.approx(high))
+    va, vb = (compare.mean_std(a)[1] ** 2 / len(a), compare.mean_std(b)[1] ** 2 / len(b))
+    test = compare.welch(a, b)
+    assert test.t == pytest.approx((sum(b) / 3 - sum(a) / 4) / math.sqrt(va + vb))
+    assert test.df == pytest.approx((va + vb) ** 2 / (va ** 2 / 3 + vb ** 2 / 2))  # Welch-Satterthwaite
+    assert 3 < test.df < 4 and 0.01 < test.p < 0.02 and 0 < test.low < test.difference < test.high
 
 
 def test_verdict_clear_difference():
@@ -221,7 +228,7 @@ def test_same_recipe_pairs_differ_only_in_norm():
         assert set(differ) == {"norm"}
     config = planned[0].config
     assert (config.init, config.optimizer, config.lr, config.schedule, config.epochs, config.max_train_images) == \
-        ("kaiming", "sgd", 0.02, "onecycle", 4, 512)  # the recipe LRN trains with (stack-notes)
+        ("kaiming", "sgd", 0.02, "onecycle", 4, 512)  # the recipe LRN trains with (experiment.BASE says why)
     assert experiment.RECIPES["same"].only_norm_differs
 
 
@@ -345,11 +352,19 @@ def test_a_failed_start_leaves_a_true_record(tmp_path):
 
 # ---------------------------------------------------------------- charts and replication rows
 
+def hue_gap(first: str, second: str) -> float:
+    """Degrees between two colours' hues on the colour wheel (what `distinct_colors` keeps at 25 or more)."""
+    h1, h2 = (colorsys.rgb_to_hls(*(int(c.lstrip("#")[i:i + 2], 16) / 255 for i in (0, 2, 4)))[0]
+              for c in (first, second))
+    return min(abs(h1 - h2), 1 - abs(h1 - h2)) * 360
+
+
 def test_distinct_colors_keep_run_colours_unless_they_look_alike():
     names = ["lrn-vs-bn-cifar-bn-s0", "lrn-vs-bn-cifar-lrn-s0"]  # their hash colours are two reds
-    assert charts._alike(charts.run_color(names[0]), charts.run_color(names[1]))
+    assert hue_gap(charts.run_color(names[0]), charts.run_color(names[1])) < 25
     colors = charts.distinct_colors(names)
-    assert colors[names[0]] == charts.run_color(names[0]) and not charts._alike(*colors.values())
+    assert colors[names[0]] == charts.run_color(names[0])            # the first keeps its colour
+    assert colors[names[1]] != charts.run_color(names[1]) and hue_gap(*colors.values()) >= 25
     many = charts.distinct_colors([f"run-{i}" for i in range(6)])
     assert len(set(many.values())) == 6
     fig = charts.curves_figure({n: [epoch(1, 0.3)] for n in names}, "acc", colors=colors)

@@ -19,13 +19,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-import torchvision.models._api as torchvision_api
 from PIL import Image
 from safetensors.torch import save_file
 from torchvision.models import AlexNet_Weights, alexnet
 
 from alexnet import explain, imagenet, predict
-from alexnet.checkpoints import CheckpointError, load_model
+from alexnet.checkpoints import load_model
 from alexnet.cli import main as cli_main
 from alexnet.config import TrainConfig
 from alexnet.data import Augment, Cifar10, augment_batch, normalization, to_model_input
@@ -35,6 +34,7 @@ from alexnet.models import build
 from alexnet.presets import PRESETS
 from alexnet.runs import RunWriter
 from alexnet.train import make_optimizer, make_schedule, train
+from alexnet.weight_files import CheckpointError
 
 pytestmark = [pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU"),
               pytest.mark.filterwarnings("ignore:.*required_grads has been set automatically")]
@@ -62,12 +62,12 @@ def files(tmp_path_factory):
 
 @pytest.fixture
 def no_network(monkeypatch):
-    """Any attempt to download or to open a connection fails the test."""
+    """Any attempt to download or to open a connection fails the test (torchvision's weights download through
+    torch.hub.load_state_dict_from_url, which fetches with torch.hub.download_url_to_file)."""
     def refuse(*args, **kwargs):
         pytest.fail(f"network access attempted: {args[:2]}")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
-    monkeypatch.setattr(torchvision_api, "load_state_dict_from_url", refuse)
     monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
@@ -228,12 +228,8 @@ def test_grad_cam_at_224_equals_the_formula_and_leaves_no_trace(hub, model):
 
 # ---- downloading ----
 
-REAL_LOAD_FROM_URL = torch.hub.load_state_dict_from_url
-
-
 def through_torchvision(monkeypatch, download) -> None:
     """torchvision's download path as it is, down to torch's file download, which `download` replaces."""
-    monkeypatch.setattr(torchvision_api, "load_state_dict_from_url", REAL_LOAD_FROM_URL)
     monkeypatch.setattr(torch.hub, "download_url_to_file", download)
 
 def test_download_is_torchvisions_own_into_the_hub_cache(files, empty_hub, monkeypatch):

@@ -224,14 +224,19 @@ def test_decompression_bombs_are_refused_from_the_header(width, height, message,
     with pytest.raises(ImageError, match=message):
         load_image(data, name="bomb.png")
     assert time.perf_counter() - start < 0.5
-    assert warnings.filters == filters      # the local filter was undone
+    assert warnings.filters == filters      # process-wide: a call never changes them
 
 
-def test_a_real_bomb_warning_becomes_an_error(monkeypatch):
+def test_an_image_pillow_only_warns_about_is_refused_too(monkeypatch):
     monkeypatch.setattr(images, "MAX_PIXELS", 10**9)   # leave it to Pillow
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    with pytest.raises(ImageError, match="w.png is far too large"):
+    with pytest.warns(Image.DecompressionBombWarning), \
+            pytest.raises(ImageError, match=r"w.png is far too large \(40x30 = 1,200 pixels, over Pillow's limit"):
         load_image(encode(Image.new("L", (40, 30)), "PNG"), name="w.png")
+    with warnings.catch_warnings():               # a caller that makes the warning an error gets the same refusal
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with pytest.raises(ImageError, match="w.png is far too large"):
+            load_image(encode(Image.new("L", (40, 30)), "PNG"), name="w.png")
 
 
 # --- the network's view ------------------------------------------------------

@@ -156,12 +156,15 @@ def test_bfloat16_stays_within_bfloat16_precision(window, channels_last):
 
 
 def test_the_matmul_serves_low_precision_channels_last_tensors_of_up_to_128_channels():
-    from alexnet.lrn import _by_matmul, _channel_view
-
+    """Which path a tensor takes, as the profiler sees it: a matrix product forward and backward, or none."""
     def routed(dtype, channels, channels_last=True):
         x = torch.zeros(2, channels, 3, 3, dtype=dtype)
-        x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-        return _by_matmul(*_channel_view(x)[:2])
+        x = (x.contiguous(memory_format=torch.channels_last) if channels_last else x).requires_grad_()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+            local_response_norm(x).sum().backward()
+        ops = {event.key for event in profile.key_averages()}
+        assert ("aten::addmm" in ops) == ("aten::mm" in ops)  # the forward's product goes with the backward's
+        return "aten::addmm" in ops
 
     assert routed(torch.bfloat16, 64) and routed(torch.float16, 128)
     assert not routed(torch.bfloat16, 192) and not routed(torch.float32, 64)
@@ -203,7 +206,7 @@ def test_even_size_and_missing_channel_axis_are_refused():
 
 def test_it_compiles_with_torch_compile():
     """TrainConfig(compile=True) compiles the model, this layer included (the engine's bf16 channels-last path)."""
-    torch._dynamo.reset()
+    torch.compiler.reset()
     torch.manual_seed(8)
     x = (torch.randn(2, 16, 5, 5) * 3).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
     compiled_in, eager_in = x.clone().requires_grad_(), x.clone().requires_grad_()

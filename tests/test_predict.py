@@ -13,15 +13,15 @@ from PIL import Image
 from safetensors import safe_open
 
 from alexnet import imagenet, predict, runs
-from alexnet.checkpoints import load_model, save_weights
+from alexnet.checkpoints import load_model
 from alexnet.cli import main as cli_main
-from alexnet.images import load_image, to_cifar_array
-from alexnet.models import CIFAR10_CLASSES, build
-from alexnet.data import normalization, to_model_input
-from alexnet.images import to_tensor
+from alexnet.data import CIFAR10_CLASSES, normalization, to_model_input
+from alexnet.images import load_image, to_cifar_array, to_tensor
 from alexnet.inputs import SHOWN_SIZE, ImageForms, model_image
+from alexnet.models import build
 from alexnet.predict import DEMO_WEIGHTS, MODEL_CARD, Prediction, available_models, model_in_use, predict_images
 from alexnet.train import evaluate
+from alexnet.weight_files import save_weights
 
 
 @pytest.fixture(scope="module")

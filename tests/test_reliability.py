@@ -29,10 +29,11 @@ import torch
 
 from alexnet import jobs
 from alexnet import runs as run_records
-from alexnet.checkpoints import load_model, load_state
+from alexnet.checkpoints import load_model
 from alexnet.config import TrainConfig
 from alexnet.data import load_cifar10
 from alexnet.train import TrainingFailed, train
+from alexnet.weight_files import load_state
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS_PER_EPOCH = 9           # 54 training images (60 less a 10% validation split) // 6 a batch
@@ -136,11 +137,9 @@ def _kill_in_the_middle_of_a_line(step: int) -> None:
 
     def log(self, event):
         if event.get("event") == "step" and event["global_step"] == step:
-            if self._metrics is None:
-                self._metrics = open(self.path / "metrics.jsonl", "ab")
             line = (json.dumps(event) + "\n").encode()
-            self._metrics.write(line[:len(line) // 2])
-            self._metrics.flush()
+            with open(self.path / "metrics.jsonl", "ab") as metrics:  # appends after every line log() flushed
+                metrics.write(line[:len(line) // 2])
             _die()
         return original(self, event)
     RunWriter.log = log

@@ -11,7 +11,7 @@ import streamlit as st
 
 from alexnet import charts, compare
 from alexnet import runs as run_records
-from alexnet.progress import ACTIVE
+from alexnet.runs import ACTIVE_STATES as ACTIVE
 
 REFRESH = "2s"  # how often a view of runs that train reads their folders again
 

@@ -10,7 +10,8 @@ from alexnet import charts, compare, experiment
 from alexnet import data as datasets
 from alexnet import runs as run_records
 from alexnet.history import LRN_STUDIES
-from alexnet.progress import ACTIVE
+from alexnet.cli import experiment_command
+from alexnet.runs import ACTIVE_STATES as ACTIVE
 from pages._shared.compare_runs import REFRESH, rerun_if_changed
 from pages._shared.dataset import dataset_in_use, job_data_dir
 
@@ -43,27 +44,13 @@ def start_experiment() -> None:
                                                  "turns on the device. You can close this tab; they go on.")
 
 
-def command_line(plan: experiment.ExperimentPlan) -> str:
-    parts = ["python -m alexnet experiment", f"--variant {plan.variant}", f"--seeds {plan.seeds}",
-             f"--epochs {plan.epochs}", f"--recipe {plan.recipe}"]
-    if plan.batch_size != 128:
-        parts.append(f"--batch-size {plan.batch_size}")
-    if plan.max_train_images:
-        parts.append(f"--max-train-images {plan.max_train_images}")
-    if plan.threads:
-        parts.append(f"--threads {plan.threads}")
-    if plan.data_dir:
-        parts.append(f"--data {plan.data_dir}")
-    return " ".join(parts) + " --wait"
-
-
 def experiment_form() -> None:
     ss = st.session_state
-    for name, value in (("variant", "cifar"), ("seeds", 3), ("epochs", 12), ("recipe", "same"), ("batch_size", 128),
-                        ("max_train_images", 0), ("threads", 0)):
-        ss.setdefault(f"exp.{name}", value)
+    defaults = experiment.ExperimentPlan()
+    for name in ("variant", "seeds", "epochs", "recipe", "batch_size", "max_train_images", "threads"):
+        ss.setdefault(f"exp.{name}", getattr(defaults, name))
     a, b, c, d = st.columns(4)
-    a.selectbox("Variant", ["cifar", "paper"], key="exp.variant", persist_state="session",
+    a.selectbox("Variant", experiment.COMPARABLE_VARIANTS, key="exp.variant", persist_state="session",
                 help="cifar: 32x32-native, minutes per run on a CPU. paper: 227x227, a GPU job.")
     b.number_input("Seeds", 1, 10, step=1, key="exp.seeds", persist_state="session",
                    help="Each seed is one LRN run and one BN run with the same split, order, augmentation and "
@@ -85,7 +72,7 @@ def experiment_form() -> None:
     else:
         st.caption(f"{2 * plan.seeds} runs of {plan.epochs} epochs on {source.label}, one after the other on the "
                    "one device. The same from a terminal:")
-        st.code(command_line(plan), language="bash", wrap_lines=True)
+        st.code(experiment_command(plan), language="bash", wrap_lines=True)
     if problems:
         st.error("\n".join(f"- {p}" for p in problems))
     st.button("Start the experiment", type="primary", key="exp.start", on_click=start_experiment,

@@ -18,7 +18,7 @@ from PIL import Image
 from alexnet import predict
 from alexnet.images import ImageError, load_image
 from alexnet.inputs import ImageForms
-from alexnet.models import CIFAR10_CLASSES
+from alexnet.data import CIFAR10_CLASSES
 from pages._shared.dataset import current_source, load_dataset
 
 CURRENT_IMAGE = "current_image"

@@ -16,7 +16,8 @@ from torch import nn
 
 from alexnet import imagenet, predict
 from alexnet import runs as run_records
-from alexnet.checkpoints import CheckpointError, load_model
+from alexnet.checkpoints import load_model
+from alexnet.weight_files import CheckpointError
 from alexnet.train import pick_device
 from pages._shared.downloads import background_download
 

@@ -10,7 +10,8 @@ import streamlit as st
 
 from alexnet import charts, jobs
 from alexnet import runs as run_records
-from alexnet.progress import ACTIVE, best_epoch, last_start, run_progress, run_row
+from alexnet.progress import best_epoch, last_start, run_progress, run_row
+from alexnet.runs import ACTIVE_STATES as ACTIVE
 from pages._shared.train_settings import copy_settings
 
 

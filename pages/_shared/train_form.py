@@ -12,6 +12,7 @@ from alexnet import data as datasets
 from alexnet import imagenet, presets
 from alexnet.config import INITS, OPTIMIZERS, PRECISIONS, SCHEDULES, device_choices
 from alexnet.models import VARIANTS
+from alexnet.norms import NORM_LABELS
 from alexnet.progress import planned_steps
 from alexnet.train import pick_device
 from pages._shared.train_settings import (apply_preset, default_name, epochs_edited, form_config, key,
@@ -19,7 +20,6 @@ from pages._shared.train_settings import (apply_preset, default_name, epochs_edi
 
 PERSIST = dict(persist_state="session")  # the form survives a visit to another page
 
-NORM_LABELS = {"lrn": "LRN (paper)", "bn": "batch norm", "none": "none"}
 OPTIMIZER_LABELS = {"sgd": "SGD + momentum", "adam": "Adam", "adamw": "AdamW"}
 SCHEDULE_LABELS = {"constant": "constant", "step": "step (x gamma)",
                    "plateau": "reduce on plateau", "onecycle": "one-cycle"}
