@@ -2,7 +2,8 @@
 
 Both of its power paths are covered: beta = 3/4 (the paper's, computed with rsqrt) and any other
 beta (computed with pow); both layouts (the window slides along the innermost axis of a
-channels-last tensor); with and without autograd (evaluation takes a path that saves nothing).
+channels-last tensor); with and without autograd (evaluation takes a path that saves nothing). The
+layer's three torch.library ops pass opcheck; tests/test_lrn_compile.py compiles it in the models.
 """
 import pytest
 import torch
