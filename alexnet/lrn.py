@@ -160,6 +160,8 @@ def _input_gradient(gv: torch.Tensor, xv: torch.Tensor, scale: torch.Tensor, fac
 
 # The ops. Their outputs are fresh tensors, dense in the layout of x (channels-last or contiguous, see _layout):
 # inductor checks an op's outputs against the strides its fake implementation gives, and takes them to be dense.
+# Its on-disk cache can serve code compiled against an earlier fake implementation of an op of the same name
+# (seen under torch 2.11): after changing what an op returns, rename it or clear $TORCHINDUCTOR_CACHE_DIR.
 
 @torch.library.custom_op("alexnet::lrn", mutates_args=())
 def _lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
