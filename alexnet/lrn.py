@@ -159,7 +159,8 @@ def _input_gradient(gv: torch.Tensor, xv: torch.Tensor, scale: torch.Tensor, fac
 
 
 # The ops. Their outputs are fresh tensors, dense in the layout of x (channels-last or contiguous, see _layout):
-# inductor checks an op's outputs against the strides its fake implementation gives, and takes them to be dense.
+# inductor checks each output's strides when the compiled code runs, and expected dense ones (torch 2.14.1) even
+# where a fake implementation gave the strides of a view into a larger buffer.
 # Its on-disk cache can serve code compiled against an earlier fake implementation of an op of the same name
 # (seen under torch 2.11): after changing what an op returns, rename it or clear $TORCHINDUCTOR_CACHE_DIR.
 
