@@ -2,7 +2,8 @@
 
 Both of its power paths are covered: beta = 3/4 (the paper's, computed with rsqrt) and any other
 beta (computed with pow); both layouts (the window slides along the innermost axis of a
-channels-last tensor); with and without autograd (evaluation takes a path that saves nothing).
+channels-last tensor); with and without autograd (evaluation takes a path that saves nothing). The
+layer's three torch.library ops pass opcheck; tests/test_lrn_compile.py compiles it in the models.
 """
 import pytest
 import torch
@@ -204,16 +205,42 @@ def test_even_size_and_missing_channel_axis_are_refused():
         local_response_norm(torch.randn(4, 6))
 
 
-def test_it_compiles_with_torch_compile():
-    """TrainConfig(compile=True) compiles the model, this layer included (the engine's bf16 channels-last path)."""
-    torch.compiler.reset()
-    torch.manual_seed(8)
+@pytest.mark.parametrize("beta", [0.75, 0.6])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_ops_pass_opcheck(window, channels_last, beta):
+    """torch.library.opcheck: the schema (nothing mutated or aliased), the fake implementations (shapes,
+    strides, dtypes) against the real outputs, the autograd registration, and tracing by AOTAutograd."""
+    torch.manual_seed(9)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = (torch.randn(2, 9, 4, 3, dtype=torch.double) * 5).contiguous(memory_format=fmt)
+    hyper = (5, 1e-2, beta)
+    torch.library.opcheck(torch.ops.alexnet.lrn, (x, *hyper, 2.0))
+    torch.library.opcheck(torch.ops.alexnet.lrn_for_backward, (x.clone().requires_grad_(), *hyper, 2.0))
+    _, scale, factor = torch.ops.alexnet.lrn_for_backward(x, *hyper, 2.0)
+    grad = torch.randn(2, 9, 4, 3, dtype=torch.double)  # contiguous: the other layout when x is channels-last
+    torch.library.opcheck(torch.ops.alexnet.lrn_backward, (grad, x, scale, factor, *hyper))
+
+
+def test_the_ops_pass_opcheck_on_the_bfloat16_channels_last_path():
+    """The layout and dtype that the engine's training gives the layer (its banded-matmul path)."""
     x = (torch.randn(2, 16, 5, 5) * 3).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
-    compiled_in, eager_in = x.clone().requires_grad_(), x.clone().requires_grad_()
-    layer = LocalResponseNorm()
-    compiled, eager = torch.compile(layer)(compiled_in), layer(eager_in)
-    grad = torch.randn_like(eager)
-    compiled.backward(grad)
-    eager.backward(grad)
-    assert torch.allclose(compiled.float(), eager.float(), rtol=2e-2, atol=2e-2)
-    assert torch.allclose(compiled_in.grad.float(), eager_in.grad.float(), rtol=2e-2, atol=2e-2)
+    torch.library.opcheck(torch.ops.alexnet.lrn, (x, 5, 1e-4, 0.75, 2.0))
+    torch.library.opcheck(torch.ops.alexnet.lrn_for_backward, (x.clone().requires_grad_(), 5, 1e-4, 0.75, 2.0))
+    _, scale, factor = torch.ops.alexnet.lrn_for_backward(x, 5, 1e-4, 0.75, 2.0)
+    torch.library.opcheck(torch.ops.alexnet.lrn_backward, (torch.randn_like(x), x, scale, factor, 5, 1e-4, 0.75))
+
+
+def test_evaluation_runs_the_op_that_keeps_nothing_for_a_backward_pass():
+    """Without a gradient wanted the layer computes y alone (no d^-beta or a d^(-beta-1) to keep)."""
+    x = torch.randn(2, 16, 5, 5)
+
+    def ops_run(fn) -> set[str]:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            fn()
+        return {e.key for e in prof.key_averages() if e.key.startswith("alexnet::")}
+
+    with torch.no_grad():
+        assert ops_run(lambda: local_response_norm(x.requires_grad_())) == {"alexnet::lrn"}
+    assert ops_run(lambda: local_response_norm(x.detach())) == {"alexnet::lrn"}
+    assert ops_run(lambda: local_response_norm(x.detach().requires_grad_()).sum().backward()) == {
+        "alexnet::lrn_for_backward", "alexnet::lrn_backward"}
