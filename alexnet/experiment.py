@@ -1,8 +1,9 @@
 """The paired LRN-versus-BN experiment: plan it, queue its runs, find them again, and sum them up.
 
 A plan becomes one run per (norm, seed): the same variant, data split and order, augmentation,
-schedule and initial weights (the seed fixes them all, and both norms draw the same weights for
-their shared layers), differing only in `norm`, or, with a recipe other than "same", in the
+schedule and initial weights (the seed fixes them all: both norms draw the same weights for their
+shared layers, which the default "lsuv" init then scales by one number per layer so that each build
+starts at unit activations), differing only in `norm`, or, with a recipe other than "same", in the
 optimizer settings that recipe names. The runs queue on the one device through `jobs.start`.
 
 The experiment is recorded in `<runs>/.experiments/<name>.json` (its plan, recipe and run
@@ -25,7 +26,7 @@ from .models import VARIANTS
 from .norms import NORM_SHORT_LABELS
 from .runs import DONE_STATES, Run, atomic_write_json, check_name, load_run, runs_root, slugify
 
-__all__ = ["PAIRED_NORMS", "COMPARABLE_VARIANTS", "Recipe", "RECIPES", "ExperimentPlan", "PlannedRun", "Experiment", "planned_runs", "launch",
+__all__ = ["recipe_config", "PAIRED_NORMS", "COMPARABLE_VARIANTS", "Recipe", "RECIPES", "ExperimentPlan", "PlannedRun", "Experiment", "planned_runs", "launch",
            "load", "list_experiments", "experiments_dir", "free_name", "Arm", "ExperimentSummary", "summarize",
            "active_runs", "wait", "report"]
 
@@ -109,6 +110,11 @@ class PlannedRun:
     config: TrainConfig
 
 
+def recipe_config(recipe: str, norm: str, **settings: Any) -> TrainConfig:
+    """What a recipe trains a norm with: the shared base, the recipe's values for that norm, then `settings`."""
+    return TrainConfig(**{**BASE, **RECIPES[recipe].per_norm.get(norm, {}), "norm": norm, **settings})
+
+
 def planned_runs(plan: ExperimentPlan, name: str) -> list[PlannedRun]:
     """One config per (seed, norm), seeds outermost so that the pairs come in order; each config validated."""
     problems = plan.problems()
@@ -118,10 +124,10 @@ def planned_runs(plan: ExperimentPlan, name: str) -> list[PlannedRun]:
     out = []
     for seed in range(plan.first_seed, plan.first_seed + plan.seeds):
         for norm in PAIRED_NORMS:
-            config = TrainConfig(**{**BASE, **recipe.per_norm[norm]}, variant=plan.variant, norm=norm, seed=seed,
-                                 epochs=plan.epochs, batch_size=plan.batch_size,
-                                 max_train_images=plan.max_train_images, data_dir=plan.data_dir, device=plan.device,
-                                 precision=plan.precision, threads=plan.threads, log_every=plan.log_every)
+            config = recipe_config(recipe.name, norm, variant=plan.variant, seed=seed, epochs=plan.epochs,
+                                   batch_size=plan.batch_size, max_train_images=plan.max_train_images,
+                                   data_dir=plan.data_dir, device=plan.device, precision=plan.precision,
+                                   threads=plan.threads, log_every=plan.log_every)
             config.validate()
             out.append(PlannedRun(check_name(f"{name}-{norm}-s{seed}"), norm, seed, config))
     return out

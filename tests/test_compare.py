@@ -228,7 +228,7 @@ def test_same_recipe_pairs_differ_only_in_norm():
         assert set(differ) == {"norm"}
     config = planned[0].config
     assert (config.init, config.optimizer, config.lr, config.schedule, config.epochs, config.max_train_images) == \
-        ("kaiming", "sgd", 0.02, "onecycle", 4, 512)  # the recipe LRN trains with (experiment.BASE says why)
+        ("lsuv", "sgd", 0.02, "onecycle", 4, 512)  # the recipe LRN trains with (experiment.BASE says why)
     assert experiment.RECIPES["same"].only_norm_differs
 
 
@@ -245,14 +245,29 @@ def test_other_recipes_change_what_they_say():
 
 
 def test_paired_runs_start_from_the_same_weights():
-    """What the experiment claims: with one seed, LRN and BN draw identical weights for every layer they share."""
-    models = {}
-    for norm in ("lrn", "bn"):
-        torch.manual_seed(3)  # as train() does before build
-        models[norm] = build("cifar", norm).state_dict()
-    shared = set(models["lrn"]) & set(models["bn"])
-    assert len(shared) == 16  # 5 conv + 3 linear, weights and biases
-    assert all(torch.equal(models["lrn"][k], models["bn"][k]) for k in shared)
+    """What the experiment claims: with one seed, LRN and BN draw identical weights for every layer they share,
+    and the default init (lsuv) then scales each such layer by one positive number (its norm's own calibration)."""
+    for init in ("kaiming", "lsuv"):
+        models = {}
+        for norm in ("lrn", "bn"):
+            torch.manual_seed(3)  # as train() does before build
+            models[norm] = build("cifar", norm, init=init).state_dict()
+        shared = set(models["lrn"]) & set(models["bn"])
+        assert len(shared) == 16  # 5 conv + 3 linear, weights and biases
+        scales = []
+        for k in sorted(shared):
+            a, b = models["lrn"][k], models["bn"][k]
+            if k.endswith("bias") or not a.any():
+                assert torch.equal(a, b), k
+                continue
+            scale = b.norm() / a.norm()
+            scales.append(scale.item())
+            torch.testing.assert_close(a * scale, b, rtol=1e-5, atol=1e-7)
+        assert len(scales) == 7  # every weighted layer but the zero-initialised last one
+        if init == "kaiming":
+            assert scales == [1.0] * 7
+        else:
+            assert any(abs(s - 1) > 0.01 for s in scales)   # the calibration does differ between the norms
 
 
 def write_finished(root: Path, name: str, norm: str, seed: int, acc: float | None, state: str = "finished") -> None:
