@@ -149,6 +149,22 @@ def resolve_dataset(data_dir: str | Path | None = None) -> DatasetSource:
                          f"Point --data or ${ENV_VAR} at a folder, or run `python -m alexnet download`.")
 
 
+def source_at(folder: str | Path) -> DatasetSource:
+    """The dataset in one folder, named as `resolve_dataset` names it: CIFAR-10's batches (the full set or a
+    subset) or the embedded sample's files. Lets another process be told exactly which dataset to read."""
+    path = Path(folder).expanduser()
+    sample = _sample_source(path)
+    if sample is not None:
+        return sample
+    batches = _batches_folder(path)
+    if batches is None:
+        raise DatasetMissing(f"{path} holds neither CIFAR-10's python batches nor the embedded sample")
+    try:
+        return _source_for(batches)
+    except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as err:
+        raise DatasetMissing(f"the dataset folder {batches} cannot be read: {err}") from err
+
+
 def _read_sample(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The embedded sample: lossless WebP mosaics of 32x32 tiles, labels in sample.json."""
     from PIL import Image
