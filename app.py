@@ -14,6 +14,7 @@ navigation = st.navigation([
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/predict.py", title="Predict", icon=":material/image_search:"),
     st.Page("pages/explain.py", title="Explain", icon=":material/visibility:"),
+    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
 ])
 sidebar()

@@ -7,6 +7,7 @@ from alexnet import charts, explain
 from alexnet.models import CIFAR10_CLASSES
 from alexnet.predict import class_names, image_size
 from pages import pickers
+from pages._views import norm
 
 PREDICTED = "the predicted class"
 
@@ -138,10 +139,12 @@ def filter_panel() -> None:
                f"{weights.shape[1]} input channels, 32 to a row. Red positive, blue negative.")
 
 
-grad_tab, maps_tab, filters_tab = st.tabs(["Grad-CAM", "Feature maps", "Filters"])
+grad_tab, maps_tab, filters_tab, norm_tab = st.tabs(["Grad-CAM", "Feature maps", "Filters", "What the norm does"])
 with grad_tab:
     attribution_panel()
 with maps_tab:
     feature_map_panel()
 with filters_tab:
     filter_panel()
+with norm_tab:
+    st.fragment(norm.render)(model, loaded.label, loaded.key, decoded.small)
