@@ -27,7 +27,7 @@ from typing import Callable
 
 from . import analysis, evaluation, receptive, visualize
 from .jobs import one_at_a_time
-from .runs import read_json, running_pid, write_process_status
+from .runs import read_json, running_pid, runs_root, write_process_status
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("probabilities", "top-images", "maximise")
@@ -108,8 +108,9 @@ def start(subject: analysis.Subject, task: Task, root: str | Path | None = None,
         live = running_pid(read_json(_status_path(subject, task)))
         if live is not None:
             return live
-        command = [sys.executable, "-m", "alexnet", *(["--runs", str(root)] if root else []), "analyse",
-                   *task.arguments(), "--weights", str(subject.weights), "--data", str(subject.source.path)]
+        # Absolute paths: the process runs in the project's folder, whatever this one's working folder is.
+        command = [sys.executable, "-m", "alexnet", "--runs", str(runs_root(root).resolve()), "analyse",
+                   *task.arguments(), "--weights", str(subject.weights), "--data", str(subject.source.path.resolve())]
         if threads:
             command += ["--threads", str(threads)]
         with open(subject.path(f"{task.name}.log"), "ab") as log:

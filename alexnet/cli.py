@@ -230,7 +230,7 @@ def cmd_analyse(args: argparse.Namespace) -> int:
 
     from . import analysis, analysis_jobs
     from .data import resolve_dataset, source_at
-    from .visualize import Objective
+    from .visualize import STEPS, Objective
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -245,7 +245,7 @@ def cmd_analyse(args: argparse.Namespace) -> int:
         if (args.klass is None) == (args.layer is None or args.channel is None):
             raise ValueError("maximise needs --layer and --channel, or --class")
         objective = Objective(klass=args.klass) if args.klass is not None else Objective(args.layer, args.channel)
-    task = analysis_jobs.Task(args.task, objective, args.steps)
+    task = analysis_jobs.Task(args.task, objective, args.steps or STEPS)
     print(analysis_jobs.compute(analysis.subject(weights, source, args.runs), task, args.device))
     return 0
 
@@ -321,6 +321,26 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0 if summary.finished == summary.total else 1
 
 
+def _analyse_parser(sub) -> None:
+    p = sub.add_parser("analyse", help="test-set probabilities, top-nine images or activation maximisation of a "
+                       "model, kept in its analysis folder", description=
+                       "What the Evaluate page computes in the background, kept for the next visit: a run's in "
+                       "runs/NAME/analysis/, other weights' in the runs folder's .analysis/ (by the file's hash).")
+    p.add_argument("task", choices=["probabilities", "top-images", "maximise"],
+                   help="probabilities: every test image's; top-images: the nine test images that excite each "
+                        "channel of each conv layer most; maximise: a picture that excites a channel or a class")
+    p.add_argument("--run", help="a run name in the runs folder")
+    p.add_argument("--weights", help="a .safetensors (or weights-only .pt) file; default: the demo model")
+    p.add_argument("--data", help="dataset folder (default: the run's, else $ALEXNET_DATA, usual places, sample)")
+    p.add_argument("--layer", help="maximise: conv1..conv5")
+    p.add_argument("--channel", type=int, help="maximise: the layer's channel")
+    p.add_argument("--class", dest="klass", type=int, help="maximise: a class index instead of a channel")
+    p.add_argument("--steps", type=int, default=None, help="maximise: Adam steps (default: the app's, 256)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads; 0 = torch's default")
+    p.set_defaults(func=cmd_analyse)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m alexnet", description=__doc__)
     parser.add_argument("--runs", default=None, help="runs folder (default: $ALEXNET_RUNS or ./runs)")
@@ -361,23 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "--imagenet fetches it)")
         p.set_defaults(func=func)
 
-    p = sub.add_parser("analyse", help="test-set probabilities, top-nine images or activation maximisation of a "
-                       "model, kept in its analysis folder", description=
-                       "What the Evaluate page computes in the background, kept for the next visit: a run's in "
-                       "runs/NAME/analysis/, other weights' in the runs folder's .analysis/ (by the file's hash).")
-    p.add_argument("task", choices=["probabilities", "top-images", "maximise"],
-                   help="probabilities: every test image's; top-images: the nine test images that excite each "
-                        "channel of each conv layer most; maximise: a picture that excites a channel or a class")
-    p.add_argument("--run", help="a run name in the runs folder")
-    p.add_argument("--weights", help="a .safetensors (or weights-only .pt) file; default: the demo model")
-    p.add_argument("--data", help="dataset folder (default: the run's, else $ALEXNET_DATA, usual places, sample)")
-    p.add_argument("--layer", help="maximise: conv1..conv5")
-    p.add_argument("--channel", type=int, help="maximise: the layer's channel")
-    p.add_argument("--class", dest="klass", type=int, help="maximise: a class index instead of a channel")
-    p.add_argument("--steps", type=int, default=256, help="maximise: Adam steps (default 256)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads; 0 = torch's default")
-    p.set_defaults(func=cmd_analyse)
+    _analyse_parser(sub)
 
     p = sub.add_parser("experiment", help="paired LRN-versus-BN runs over seeds, and their verdict", description=
                        "Queue one run per norm (LRN, BN) and seed: same variant, data order, seed and schedule, "

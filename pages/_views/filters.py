@@ -63,7 +63,7 @@ def draw_top_images(chosen: Chosen, layer: explain.ConvLayer, channel: int) -> N
         tiles.append(field_tile(chosen, int(image), field, int(y), int(x)))
         captions.append(f"#{image} {chosen.data.classes[int(chosen.data.test_y[image])]}: {value:.3g}")
     st.image(tiles, caption=captions, width=tiles[0].shape[1], output_format="PNG")
-    st.caption(f"Strongest first; the number is the channel's largest activation in that image (after its ReLU). "
+    st.caption("Strongest first; the number is the channel's largest activation in that image (after its ReLU). "
                "Grey: the part of a unit's field that lies in the zero padding around the image.")
 
 
