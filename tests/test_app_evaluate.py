@@ -199,3 +199,24 @@ def test_explain_shows_what_the_norm_does_for_bn_beside_lrn(runs_dir, mini_dir, 
             np.testing.assert_allclose(array(points["y"]), stage.statistics()["mean_after"], rtol=1e-5, atol=1e-6)
     sentences = " ".join(c.value for c in at.caption)
     assert "lateral inhibition" in sentences and "mean and variance of that channel over a training batch" in sentences
+
+
+def test_a_run_whose_test_set_is_not_here_or_whose_record_is_damaged_gets_a_message(runs_dir, mini_dir, tiny_run,
+                                                                                    monkeypatch):
+    monkeypatch.setenv("ALEXNET_DATA", str(mini_dir))
+    other = shutil.copytree(tiny_run, runs_dir / "tested-elsewhere")
+    result = read_json(other / "result.json")
+    (other / "result.json").write_text(json.dumps({**result, "dataset": "CIFAR-10"}))
+    damaged = shutil.copytree(tiny_run, runs_dir / "damaged")
+    (damaged / "result.json").write_text('{"test_accuracy": 0.5, "predic')
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.switch_page("pages/evaluate.py").run()
+    box = at.selectbox(key="evaluate_model")
+    for name, message in (("tested-elsewhere", "the run was tested on CIFAR-10, the dataset found now is CIFAR-10 "
+                                               "subset (6,102 images)"),
+                          ("damaged", "the run's result holds no per-image predictions")):
+        box.select(next(o for o in box.options if o.startswith(name))).run()
+        assert not at.exception, at.exception
+        assert any(f"**{box.value}** cannot be evaluated" in w.value and message in w.value for w in at.warning), \
+            [w.value for w in at.warning]
+        assert not at.get("progress") and not (runs_dir / name / "analysis").exists()   # nothing started
