@@ -23,7 +23,9 @@ def test_evaluate_the_demo_then_explain_its_surest_mistake(app_server, page):
     wait_for_app(page)
     no_exception(page)
     assert metric_value(page, "Test accuracy") == "66.7%"                  # the model card's 678 of 1,017
-    assert page.locator("[data-testid=stPlotlyChart]").filter(has=page.locator("g.heatmaplayer, g.hm")).count() == 1
+    matrix = page.locator("[data-testid=stPlotlyChart]").filter(has=page.locator("g.heatmaplayer, g.hm"))
+    matrix.first.wait_for()                                             # plotly draws after the script has run
+    assert matrix.count() == 1
     caption = page.locator("[data-testid=stImage]").first.inner_text()   # "#513 truck → airplane 99%"
     answered = re.search(r"→ (\w+)", caption).group(1)
     screenshot(page, "evaluate-demo")
@@ -48,8 +50,7 @@ def test_what_each_filter_responds_to(app_server, page):
     wait_for_app(page)
     page.get_by_role("tab", name="What each filter responds to").click()
     page.get_by_text(re.compile(r"The nine test images that excite conv1 channel 0 most")).wait_for(timeout=BACKGROUND)
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=stImage] img').length === 9")
     wait_for_app(page)
-    tiles = page.locator("[data-testid=stImage]")
-    assert tiles.count() == 9
     no_exception(page)
     screenshot(page, "evaluate-filters")

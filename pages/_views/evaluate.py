@@ -81,8 +81,7 @@ def draw_evaluation(chosen: Chosen) -> None:
 
 def draw_class_table(result: evaluation.Evaluation) -> None:
     images, answered = result.counts.sum(axis=1), result.counts.sum(axis=0)
-    rows = [{"class": name, "images": int(images[i]), "right": int(result.counts[i, i]),
-             "recall": "–" if r is None else f"{r:.1%}",
+    rows = [{"class": name, "images": int(images[i]), "recall": "–" if r is None else f"{r:.1%}",
              "precision": "undefined (never answered)" if p is None else f"{p:.1%}", "answered": int(answered[i])}
             for i, (name, r, p) in enumerate(zip(result.classes, result.recall, result.precision))]
     st.dataframe(rows, hide_index=True, key="evaluate_classes", column_config={

@@ -58,11 +58,12 @@ def draw_top_images(chosen: Chosen, layer: explain.ConvLayer, channel: int) -> N
     if not top.values[channel].any():
         st.info(f"{layer.title} channel {channel} is zero on every test image: a dead filter.")
         return
-    tiles, captions = [], []
-    for image, value, (y, x) in zip(top.images[channel], top.values[channel], top.positions[channel]):
-        tiles.append(field_tile(chosen, int(image), field, int(y), int(x)))
-        captions.append(f"#{image} {chosen.data.classes[int(chosen.data.test_y[image])]}: {value:.3g}")
-    st.image(tiles, caption=captions, width=tiles[0].shape[1], output_format="PNG")
+    found = list(zip(top.images[channel], top.values[channel], top.positions[channel]))
+    for row in range(0, len(found), 3):                      # three by three, as Zeiler and Fergus show them
+        for column, (image, value, (y, x)) in zip(st.columns(3), found[row:row + 3]):
+            tile = field_tile(chosen, int(image), field, int(y), int(x))
+            column.image(tile, caption=f"#{image} {chosen.data.classes[int(chosen.data.test_y[image])]}: {value:.3g}",
+                         width=tile.shape[1], output_format="PNG")
     st.caption("Strongest first; the number is the channel's largest activation in that image (after its ReLU). "
                "Grey: the part of a unit's field that lies in the zero padding around the image.")
 
@@ -82,8 +83,8 @@ def field_tile(chosen: Chosen, index: int, field: receptive.ReceptiveField, y: i
 
 def draw_picture(chosen: Chosen, objective: visualize.Objective, what: str) -> None:
     task = analysis_jobs.Task("maximise", objective)
-    if not task_ready(chosen, task, f"a picture of {what}", automatic=False,
-                      button=f"Draw what excites {what} most ({task.steps} steps)"):
+    label = "Draw what excites it most" if objective.klass is None else f"Draw what excites {what} most"
+    if not task_ready(chosen, task, f"a picture of {what}", automatic=False, button=f"{label} ({task.steps} steps)"):
         return
     found = visualize.load_visualization(chosen.subject, objective)
     if found is None:
