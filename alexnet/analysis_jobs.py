@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import Callable
 
 from . import analysis, evaluation, receptive, visualize
+from .checkpoints import load_model
+from .data import PROJECT_ROOT, load_cifar10
 from .jobs import one_at_a_time
 from .runs import read_json, running_pid, runs_root, write_process_status
+from .train import pick_device
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("probabilities", "top-images", "maximise")
 DIED = "the analysis process ended before it finished (killed, or the server restarted); start it again"
 PROGRESS_EVERY = 0.25     # seconds between progress writes
@@ -137,10 +139,6 @@ def _reporter(path: Path) -> Callable[[int, int], None]:
 def compute(subject: analysis.Subject, task: Task, device: str = "auto") -> str:
     """Compute `task` here and keep its result (the background process's work); returns a line saying what
     was done. Refuses while another live process computes the same task."""
-    from .checkpoints import load_model
-    from .data import load_cifar10
-    from .train import pick_device
-
     status = _status_path(subject, task)
     subject.folder.mkdir(parents=True, exist_ok=True)
     with one_at_a_time(subject.path(f".{task.name}.lock")):
