@@ -109,3 +109,5 @@ def test_the_command_line_analyses_a_run_on_its_own_dataset(tiny_run, runs_dir, 
     assert evaluation.load_probabilities(kept).shape == (1017, 10)
     assert main(["--runs", str(runs_dir), "analyse", "maximise", "--layer", "conv1"]) == 2
     assert "maximise needs --layer and --channel, or --class" in capsys.readouterr().err
+    assert main(["--runs", str(runs_dir), "analyse", "top-images", "--data", str(runs_dir / "nowhere")]) == 2
+    assert "holds neither CIFAR-10's python batches nor the embedded sample" in capsys.readouterr().err
