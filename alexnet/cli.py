@@ -10,13 +10,14 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Sequence
 
+import torch
 from tqdm import tqdm
 
-from . import distributed, experiment, imagenet
+from . import analysis, analysis_jobs, distributed, experiment, imagenet
 from . import runs as run_records
 from .checkpoints import load_model
 from .config import PRECISIONS, TrainConfig
-from .data import SAMPLE_DIR, download_cifar10, load_cifar10, resolve_dataset, write_sample
+from .data import SAMPLE_DIR, download_cifar10, load_cifar10, resolve_dataset, source_at, write_sample
 from .experiment import COMPARABLE_VARIANTS, RECIPES, ExperimentPlan
 from .flags import add_field_flags, field_flags, given_values
 from .images import ImageError, load_image
@@ -26,6 +27,7 @@ from .norms import NORMS
 from .predict import DEMO_WEIGHTS, predict_images
 from .presets import PRESETS, get as get_preset
 from .train import evaluate, pick_device, train
+from .visualize import STEPS, Objective
 
 __all__ = ["main", "build_parser", "train_config", "experiment_plan", "experiment_command", "EXPERIMENT_FLAG_NAMES"]
 
@@ -172,16 +174,21 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weights_for(args: argparse.Namespace) -> Path:
+    """--run's weights, else the --weights file, else the demo model's."""
+    if args.run:
+        return run_records.runs_root(args.runs) / run_records.check_name(args.run) / "weights.safetensors"
+    if args.weights:
+        return Path(args.weights)
+    return DEMO_WEIGHTS
+
+
 def _model_for(args: argparse.Namespace):
     if getattr(args, "imagenet", False):
         if args.run:
             raise ValueError("--imagenet uses torchvision's ImageNet weights: name their file with --weights, not --run")
         return imagenet.load_pretrained(args.weights), imagenet.weights_file(args.weights)
-    path = Path(args.weights) if args.weights else None
-    if args.run:
-        path = run_records.runs_root(args.runs) / run_records.check_name(args.run) / "weights.safetensors"
-    if path is None:
-        path = DEMO_WEIGHTS
+    path = _weights_for(args)
     return load_model(path), path
 
 
@@ -206,6 +213,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
         top = predict_images(model, [image], top=args.top)[0]
         print(f"{name}: " + ", ".join(f"{label} {p:.1%}" for label, p in top))
     return status
+
+
+def cmd_analyse(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    weights = _weights_for(args)
+    if args.data:
+        source = source_at(args.data)
+    else:  # a run is analysed on the dataset it was trained on
+        config = run_records.read_json(weights.parent / "config.json", {}) if args.run else {}
+        source = resolve_dataset((config or {}).get("data_dir"))
+    objective = None
+    if args.task == "maximise":
+        if (args.klass is None) == (args.layer is None or args.channel is None):
+            raise ValueError("maximise needs --layer and --channel, or --class")
+        objective = Objective(klass=args.klass) if args.klass is not None else Objective(args.layer, args.channel)
+    task = analysis_jobs.Task(args.task, objective, args.steps)
+    print(analysis_jobs.compute(analysis.subject(weights, source, args.runs), task, args.device))
+    return 0
 
 
 def cmd_download(args: argparse.Namespace) -> int:
@@ -312,6 +338,25 @@ def _model_parsers(add_parser: AddParser) -> None:
         p.set_defaults(func=func)
 
 
+def _analyse_parser(add_parser: AddParser) -> None:
+    p = add_parser("analyse", help="test-set probabilities, top-nine images or activation maximisation of a "
+                   "model, kept in its analysis folder", description=
+                   "What the Evaluate page computes in the background, kept for the next visit: a run's in "
+                   "runs/NAME/analysis/, other weights' in the runs folder's .analysis/ (by the file's hash).")
+    p.add_argument("task", choices=list(analysis_jobs.KINDS),
+                   help="probabilities: every test image's; top-images: the nine test images that excite each "
+                        "channel of each conv layer most; maximise: a picture that excites a channel or a class")
+    p.add_argument("--run", help="a run name in the runs folder")
+    p.add_argument("--weights", help="a .safetensors (or weights-only .pt) file; default: the demo model")
+    p.add_argument("--data", help="dataset folder (default: the run's, else $ALEXNET_DATA, usual places, sample)")
+    p.add_argument("--layer", help="maximise: conv1..conv5")
+    p.add_argument("--channel", type=int, help="maximise: the layer's channel")
+    p.add_argument("--class", dest="klass", type=int, help="maximise: a class index instead of a channel")
+    p.add_argument("--steps", type=int, default=STEPS, help=f"maximise: Adam steps (default: the app's, {STEPS})")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads; 0 = torch's default")
+    p.set_defaults(func=cmd_analyse)
+
 def _experiment_parser(add_parser: AddParser) -> None:
     p = add_parser("experiment", help="paired LRN-versus-BN runs over seeds, and their verdict", description=
                    "Queue one run per norm (LRN, BN) and seed: same variant, data order, seed and schedule, "
@@ -353,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m alexnet", description=__doc__)
     parser.add_argument("--runs", default=None, help="runs folder (default: $ALEXNET_RUNS or ./runs)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_train_parser, _runs_and_summary_parsers, _model_parsers, _experiment_parser, _data_parsers):
+    for add in (_train_parser, _runs_and_summary_parsers, _model_parsers, _analyse_parser, _experiment_parser,
+                _data_parsers):
         add(sub.add_parser)
     return parser
 

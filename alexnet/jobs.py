@@ -37,7 +37,7 @@ def _try_lock(path: Path):
 
 
 @contextmanager
-def _one_at_a_time(path: Path) -> Iterator[None]:
+def one_at_a_time(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on `path`, waiting for it: one look-then-spawn at a time, across threads
     (two tabs of one server) and processes."""
     with open(path, "a+") as handle:
@@ -118,7 +118,7 @@ def start_download(root: str | Path | None = None) -> int:
     """
     target = download_target(root)
     target.mkdir(parents=True, exist_ok=True)
-    with _one_at_a_time(target / ".download.lock"):
+    with one_at_a_time(target / ".download.lock"):
         running = live_download(target)
         if running is not None:
             return running
@@ -151,7 +151,7 @@ def resume(name: str, root: str | Path | None = None) -> int:
     folder = runs_root(root)
     path = folder / check_name(name)
     load_run(path, with_metrics=False)  # says "not a run folder" before a lock file is made anywhere
-    with _one_at_a_time(path / ".resume.lock"):
+    with one_at_a_time(path / ".resume.lock"):
         run = load_run(path, with_metrics=False)  # a queued or running state here has a live pid
         if run.state in ACTIVE_STATES or is_training(folder, name):
             return run.status.get("pid")
