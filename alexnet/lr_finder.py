@@ -13,7 +13,7 @@ It stands for the PEAK of a one-cycle schedule, which spends most of its steps b
 usual rules (fastai's "minimum/10", its "valley") suggest a rate to train at throughout, and came out
 low for that. Measured on the cifar variant (mini subset, SGD one-cycle, 3 epochs; the default test:
 100 steps from 1e-5 to 10, seed 0), where the minima lay at 0.087 (BN) and 0.132 (LRN): training at the
-minimum itself lost 8-11 points of validation accuracy against a third of it (BN 26.0% at 0.1, LRN
+minimum itself lost 9-11 points of validation accuracy against a third of it (BN 26.0% at 0.1, LRN
 19.7% at 0.1), a tenth of it did as well or worse than a third (BN 35.2% at 0.0087 against 35.2% at
 0.0261; LRN 27.8% at 0.0132 against 30.9% at 0.0396), and a thirtieth was worse still (BN 30.7%, LRN
 24.0%). The README gives the whole table, with a second seed at the suggestion, 3x and 1/3x.
