@@ -228,7 +228,7 @@ def test_same_recipe_pairs_differ_only_in_norm():
         assert set(differ) == {"norm"}
     config = planned[0].config
     assert (config.init, config.optimizer, config.lr, config.schedule, config.epochs, config.max_train_images) == \
-        ("kaiming", "sgd", 0.02, "onecycle", 4, 512)  # the recipe LRN trains with (experiment.BASE says why)
+        ("lsuv", "sgd", 0.02, "onecycle", 4, 512)  # the recipe LRN trains with (experiment.BASE says why)
     assert experiment.RECIPES["same"].only_norm_differs
 
 
