@@ -36,13 +36,13 @@ from .config import TrainConfig
 from .lr_finder import RULE_TEXT, RangeTest, RangeTestSettings
 from .models import VARIANTS
 from .norms import NORM_SHORT_LABELS
-from .runs import (DONE_STATES, Run, atomic_write_json, check_name, load_run, pid_alive, process_identity, runs_root,
-                   slugify)
+from .runs import (ACTIVE_STATES, DONE_STATES, Run, atomic_write_json, check_name, load_run, pid_alive,
+                   process_identity, runs_root, slugify)
 
 __all__ = ["PAIRED_NORMS", "COMPARABLE_VARIANTS", "Recipe", "RECIPES", "ExperimentPlan", "PlannedRun", "Experiment",
            "planned_runs", "launch", "load", "list_experiments", "experiments_dir", "free_name", "Arm",
-           "ExperimentSummary", "summarize", "active_runs", "wait", "report", "conduct", "resume", "search_config", "search_settings", "search_state", "search_rows",
-           "search_news", "search_progress", "fairness_note"]
+           "ExperimentSummary", "summarize", "active_runs", "wait", "report", "conduct", "resume", "search_config",
+           "search_settings", "search_state", "search_rows", "search_news", "search_progress", "fairness_note"]
 
 PAIRED_NORMS = ("lrn", "bn")    # the two arms, in this order in every table
 COMPARABLE_VARIANTS = tuple(name for name, spec in VARIANTS.items() if set(PAIRED_NORMS) <= set(spec.norms))
@@ -316,7 +316,7 @@ def resume(root: str | Path | None, name: str) -> bool:
     unless one lives. True if one was started."""
     folder = runs_root(root)
     experiment = load(folder, name)
-    if experiment.search is None or search_state(experiment)["state"] in ("queued", "running", "finished"):
+    if experiment.search is None or search_state(experiment)["state"] in (*ACTIVE_STATES, "finished"):
         return False
     _conduct_in_background(folder, name)
     return True
@@ -377,8 +377,9 @@ def _search(folder: Path, experiment: Experiment, plan: ExperimentPlan, stop: th
             results[norm] = result.to_dict()
             _say(folder, experiment, "running", norm=norm, step=result.steps)
         if results[norm].get("suggestion") is None:  # the same test again would say the same: no rate to train at
-            _say(folder, experiment, "failed", reason=f"the range test of {NORM_SHORT_LABELS[norm]} found no rate at which "
-                 f"the loss fell ({results[norm]['stopped']}); no runs were queued")
+            label = NORM_SHORT_LABELS[norm]
+            _say(folder, experiment, "failed", reason=f"the range test of {label} found no rate at which the loss "
+                                                      f"fell ({results[norm]['stopped']}); no runs were queued")
             return None
     return {norm: results[norm]["suggestion"] for norm in PAIRED_NORMS}
 
@@ -386,7 +387,7 @@ def _search(folder: Path, experiment: Experiment, plan: ExperimentPlan, stop: th
 def search_state(experiment: Experiment) -> dict[str, Any]:
     """The search's state as it is: a queued or running search whose process is gone reads 'stopped'."""
     search = dict(experiment.search or {})
-    if search.get("state") in ("queued", "running") and not pid_alive(search.get("pid"), search.get("pid_identity")):
+    if search.get("state") in ACTIVE_STATES and not pid_alive(search.get("pid"), search.get("pid_identity")):
         search.update(state="stopped", reason="the search's process ended without saying why (killed or crashed); "
                                               "continue the experiment to go on where it stopped")
     return search
@@ -440,7 +441,7 @@ class ExperimentSummary:
     @property
     def searching(self) -> bool:
         """The search is still to end (queued, waiting for the device, or running)."""
-        return self.search is not None and self.search.get("state") in ("queued", "running")
+        return self.search is not None and self.search.get("state") in ACTIVE_STATES
 
     @property
     def done(self) -> bool:
@@ -570,7 +571,7 @@ def active_runs(experiment: Experiment, root: str | Path | None = None) -> froze
     folder = runs_root(root)
     runs = [entry["run"] for entry in experiment.runs if (folder / entry["run"]).is_dir()
             and load_run(folder / entry["run"], with_metrics=False).state not in DONE_STATES]
-    searching = experiment.search is not None and search_state(experiment).get("state") in ("queued", "running")
+    searching = experiment.search is not None and search_state(experiment).get("state") in ACTIVE_STATES
     return frozenset(runs + ["(search)"] * searching)
 
 

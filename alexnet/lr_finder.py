@@ -228,8 +228,9 @@ def _why(ended: str, tried: list[float], losses: list[float], smoothed: list[flo
 def report(result: RangeTest, rows: int = 15) -> str:
     """The curve as plain text for the command line: about `rows` of its points, the minimum's row marked."""
     c = result.config
-    lines = [f"range test of the {c['variant']} variant, norm {c['norm']}, {c['optimizer']} (momentum {c['momentum']:g}, "
-             f"weight decay {c['weight_decay']:g}), batch {c['batch_size']}, seed {c['seed']}, on {result.dataset}, "
+    lines = [f"range test of the {c['variant']} variant, norm {c['norm']}, {c['optimizer']} (momentum "
+             f"{c['momentum']:g}, weight decay {c['weight_decay']:g}), batch {c['batch_size']}, seed {c['seed']}, on "
+             f"{result.dataset}, "
              f"{result.device}: {result.steps} steps, {result.images:,} training images, {result.seconds:.1f} s",
              "",
              f"  {'step':>5}  {'rate':>9}  {'loss':>9}  {'smoothed':>9}"]

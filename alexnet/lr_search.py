@@ -29,12 +29,11 @@ from . import jobs
 from .config import TrainConfig
 from .data import batches_folder, resolve_dataset
 from .lr_finder import RangeTest, RangeTestSettings, range_test, range_test_config
-from .runs import atomic_write_json, pid_alive, read_json, runs_root, write_process_status
+from .runs import ACTIVE_STATES, atomic_write_json, pid_alive, read_json, runs_root, write_process_status
 
 __all__ = ["FOLDER", "cache_key", "cached", "status", "start", "ensure", "run_job", "RangeTestFailed"]
 
 FOLDER = ".lr-finder"
-ACTIVE = ("queued", "running")
 PROGRESS_EVERY = 2   # steps between status writes
 
 Progress = Callable[[dict], None]
@@ -78,7 +77,7 @@ def status(root: str | Path | None, config: TrainConfig, settings: RangeTestSett
     if result is not None:
         return {"state": "finished", "result": result, "step": result.steps, "steps": settings.steps}
     state = read_json(folder / "status.json") or {"state": "none"}
-    if state["state"] in ACTIVE and not pid_alive(state.get("pid"), state.get("pid_identity")):
+    if state["state"] in ACTIVE_STATES and not pid_alive(state.get("pid"), state.get("pid_identity")):
         state = {**state, "state": "failed", "reason": "the range test's process ended without saying why "
                                                        "(killed or crashed)"}
     return {"steps": settings.steps, "step": 0, **state}
@@ -97,7 +96,7 @@ def start(root: str | Path | None, config: TrainConfig, settings: RangeTestSetti
     folder.mkdir(parents=True, exist_ok=True)
     with jobs.one_at_a_time(folder / ".start.lock"):
         current = status(root, config, settings)
-        if current["state"] == "finished" or current["state"] in ACTIVE:
+        if current["state"] == "finished" or current["state"] in ACTIVE_STATES:
             return key
         atomic_write_json(folder / "request.json", {"config": config.to_dict(), "settings": asdict(settings)})
         with open(folder / "log.txt", "ab") as log:

@@ -10,6 +10,7 @@ from alexnet import runs as run_records
 from alexnet.config import TrainConfig
 from alexnet.lr_finder import RangeTestSettings
 from alexnet.norms import NORM_LABELS
+from alexnet.runs import ACTIVE_STATES
 from pages._shared.train_settings import form_config, key
 
 PERSIST = dict(persist_state="session")  # the panel survives a visit to another page
@@ -59,14 +60,14 @@ def lr_finder_panel() -> None:
                    f"{lr_finder.RULE_TEXT}, as a peak rate. It runs in the background, waits for the device like a "
                    "run, and is kept: the same settings again show at once.")
         state = "none" if problems else lr_search.status(run_records.runs_root(), config, settings)["state"]
-        active = state in lr_search.ACTIVE
+        active = state in ACTIVE_STATES
         st.fragment(lr_finder_view, run_every=POLL_SECONDS if active else None)(config, settings, active)
 
 
 def lr_finder_view(config: TrainConfig, settings: RangeTestSettings, active_when_drawn: bool) -> None:
     """The form's range test: its progress while it runs, then loss against rate and the suggestion to use."""
     status = lr_search.status(run_records.runs_root(), config, settings)
-    if (status["state"] in lr_search.ACTIVE) != active_when_drawn:
+    if (status["state"] in ACTIVE_STATES) != active_when_drawn:
         st.rerun()  # it started or ended: redraw the page, polling only while it runs
     if status["state"] == "running":
         st.progress(min(status["step"] / status["steps"], 1.0),
