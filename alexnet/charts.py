@@ -21,6 +21,7 @@ from plotly.subplots import make_subplots
 
 from .compare import mean_band
 from .norms import NORM_SHORT_LABELS
+from .smoothing import smooth
 
 __all__ = ["PALETTE", "run_color", "smooth", "Series", "curve_series", "curves_figure", "legend_below",
            # images, attribution maps and class probabilities (Predict and Explain pages)
@@ -43,25 +44,6 @@ X_KEYS = {"epoch": "epoch", "step": "global_step", "time": "time"}
 def run_color(name: str) -> str:
     """The run's colour: a hash of its name, so it is the same on every page, in every session."""
     return PALETTE[zlib.crc32(name.encode()) % len(PALETTE)]
-
-
-def smooth(values: Sequence[float], weight: float) -> list[float]:
-    """Exponential moving average, debiased as TensorBoard does (the first points are not pulled to 0).
-
-    `weight` in [0, 1): 0 returns the values unchanged. Non-finite values pass through and do not
-    poison the average.
-    """
-    if not 0 <= weight < 1:
-        raise ValueError(f"smoothing must be in [0, 1), got {weight}")
-    out, last, count = [], 0.0, 0
-    for v in values:
-        if not math.isfinite(v):
-            out.append(v)
-            continue
-        last = last * weight + (1 - weight) * v
-        count += 1
-        out.append(last / (1 - weight ** count))
-    return out
 
 
 @dataclass
@@ -640,4 +622,60 @@ def norm_statistics_figure(statistics: Mapping[str, Mapping[str, np.ndarray]], c
     fig.update_yaxes(title_text="after the norm", col=1)
     fig.update_layout(height=height, template="plotly_white", margin=dict(l=10, r=10, t=30, b=10),
                       legend=legend_below())
+    return fig
+
+
+# ---- Learning-rate range tests (Train and Compare pages) ----
+__all__ += ["range_test_figure"]
+
+
+def _shown_losses(curves: Mapping[str, Mapping]) -> tuple[float, float] | None:
+    """The loss range worth drawing: from the lowest smoothed loss to a little above the loss before each minimum
+    (a diverged tail reaches 1e29 and would flatten the rest)."""
+    low, high = math.inf, -math.inf
+    for c in curves.values():
+        values = [v for v in c["smoothed"] if isinstance(v, (int, float)) and math.isfinite(v)]
+        if not values:
+            continue
+        at = values.index(min(values))
+        low, high = min(low, values[at]), max(high, max(values[:at + 1]))
+    if not math.isfinite(low):
+        return None
+    return low - 0.1 * (high - low) - 0.02, high + 0.35 * (high - low) + 0.02
+
+
+def range_test_figure(curves: Mapping[str, Mapping], colors: Mapping[str, str] | None = None,
+                      title: str | None = None, height: int = 380) -> go.Figure:
+    """Loss against learning rate on a log axis, one line per range test (`RangeTest.to_dict()`s by label).
+
+    The smoothed loss as the line, the measured one faint behind it; each suggestion a diamond with its rate.
+    """
+    fig = go.Figure()
+    for label, c in curves.items():
+        color = (colors or {}).get(label) or run_color(label)
+        fig.add_trace(go.Scatter(x=c["rates"], y=c["losses"], mode="lines", name=f"{label} (measured)",
+                                 legendgroup=label, showlegend=False, opacity=0.3, line=dict(color=color, width=1),
+                                 hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=c["rates"], y=c["smoothed"], mode="lines", name=label, legendgroup=label,
+                                 line=dict(color=color, width=2),
+                                 hovertemplate=f"<b>{label}</b><br>rate %{{x:.3g}}<br>smoothed loss %{{y:.3f}}"
+                                               "<extra></extra>"))
+        rate = c.get("suggestion")
+        if rate:
+            nearest = min(range(len(c["rates"])), key=lambda i: abs(math.log(c["rates"][i] / rate)))
+            fig.add_trace(go.Scatter(
+                x=[rate], y=[c["smoothed"][nearest]], mode="markers+text", name=f"{label}: suggested {rate:.3g}",
+                legendgroup=label, text=[f"{rate:.3g}"], textposition="top center", textfont=dict(color=color),
+                marker=dict(color=color, size=12, symbol="diamond", line=dict(color="white", width=1)),
+                hovertemplate=f"<b>{label}</b><br>suggested peak rate {rate:.3g}<extra></extra>"))
+    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+                      legend=legend_below(), template="plotly_white", hovermode="closest",
+                      xaxis=dict(type="log", title="learning rate (log scale)", exponentformat="power"),
+                      yaxis=dict(title="training loss (smoothed)"))
+    shown = _shown_losses(curves)
+    if shown:
+        fig.update_yaxes(range=list(shown))
+    if not fig.data:
+        fig.add_annotation(text="no range test yet", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
+                           font=dict(size=16, color="grey"))
     return fig

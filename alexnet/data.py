@@ -92,6 +92,13 @@ def _batches_folder(path: Path) -> Path | None:
     return None
 
 
+def batches_folder(path: str | Path) -> Path | None:
+    """The folder of CIFAR-10's python batches that `path` names (itself or its cifar-10-batches-py), else None;
+    reads no pixels, so it can name a dataset on every rerun of a page."""
+    folder = _batches_folder(Path(path).expanduser())
+    return folder.resolve() if folder is not None else None
+
+
 def _count_batches(folder: Path) -> tuple[int, int]:
     """Image counts without reading pixels: the batches' sizes differ only by subset."""
     train = sum(_read_batch(p)[1].size for p in sorted(folder.glob("data_batch_*")))
