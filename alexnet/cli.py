@@ -91,11 +91,9 @@ def _install_stop_handlers() -> threading.Event:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from contextlib import nullcontext
+    from dataclasses import replace
 
     from . import distributed
-    from .jobs import device_lock
-    from .train import train
 
     group = distributed.setup()  # a no-op unless started by torchrun
     root = run_records.runs_root(args.runs)
@@ -109,6 +107,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         base = _preset_config(args)
     config = _config_from(args, base)
+    if group.active and not args.resume:
+        config = replace(config, processes=group.world)  # started by torchrun: the record says how many trained it
     config.validate()
     name = args.resume
     if group.main and not args.resume:
@@ -119,16 +119,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     stop = _install_stop_handlers()
     if group.main:
         print(f"run {name}: {writer.path}", file=sys.stderr)
+    if config.processes > 1 and not group.active:
+        return _train_data_parallel(args, root, writer, config, stop)
     try:
-        with device_lock(root, writer, stop) if group.main else nullcontext():
-            if stop.is_set():
-                writer.set_status("stopped", reason="stopped while waiting in the queue", checkpoint=False)
-                return 0
-            result = train(config, writer.path, on_event=_ProgressBar() if not args.quiet else None, stop=stop,
-                           resume=bool(args.resume))
+        result = _train_queued(args, root, writer, config, stop, group)
     finally:
         distributed.teardown()
-    if not group.main:
+    if not group.main or result is None:
         return 0
     if result:
         print(f"test accuracy {result['test_accuracy']:.4f} on {result['test_images']} images of {result['dataset']}; "
@@ -136,6 +133,69 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         print(f"stopped; resume with: python -m alexnet train --resume {name}")
     return 0
+
+
+def _stopped_in_queue(writer: run_records.RunWriter) -> None:
+    writer.set_status("stopped", reason="stopped while waiting in the queue",
+                      checkpoint=(writer.path / "state.pt").exists())
+
+
+def _train_queued(args: argparse.Namespace, root: Path, writer: run_records.RunWriter, config: TrainConfig,
+                  stop: threading.Event, group) -> dict | None:
+    """Wait in the queue of the device(s) the run trains on, then train on the device taken; None if stopped
+    while waiting. Only the main process queues, and none when the launcher of a data-parallel run holds the
+    queues for its processes (--queue-held)."""
+    from contextlib import nullcontext
+    from dataclasses import replace
+
+    from . import queues
+    from .jobs import device_lock
+    from .train import train
+
+    if not group.main or args.queue_held:
+        held = nullcontext([])
+    else:
+        want = queues.request_for_ranks(config.device, group.local_world) if group.active else \
+            queues.request(config.device, config.processes)
+        held = device_lock(root, writer, want, stop)
+    with held as taken:
+        if group.main and stop.is_set():
+            _stopped_in_queue(writer)
+            return None
+        if taken and not group.active:
+            config = replace(config, device=taken[0])  # "auto" and "cuda" train on the GPU whose queue was free
+        return train(config, writer.path, on_event=_ProgressBar() if not args.quiet else None, stop=stop,
+                     resume=bool(args.resume))
+
+
+def _train_data_parallel(args: argparse.Namespace, root: Path, writer: run_records.RunWriter, config: TrainConfig,
+                         stop: threading.Event) -> int:
+    """Queue for the devices of a data-parallel run, then start its processes under torchrun on them and wait.
+
+    This process holds the run's lock and the device queues while they train, so they neither queue nor race
+    each other; a stop (SIGTERM from the Stop button while they start) reaches them through torchrun.
+    """
+    from . import distributed, queues
+    from .jobs import device_lock
+
+    want = queues.request(config.device, config.processes)
+    with device_lock(root, writer, want, stop) as taken:
+        if not taken:
+            _stopped_in_queue(writer)
+            return 0
+        writer.set_status("queued", reason=f"starting {config.processes} data-parallel processes on "
+                                           f"{', '.join(taken)}")
+        code = distributed.launch(["--runs", str(root), "train", "--resume", writer.path.name, "--queue-held",
+                                   *(["--quiet"] if args.quiet else [])], config.processes, taken, stop)
+    status = run_records.read_json(writer.path / "status.json", {}) or {}
+    if code != 0 and status.get("state") in ("queued", "running"):  # they ended without saying so
+        checkpoint = (writer.path / "state.pt").exists()
+        if stop.is_set():
+            writer.set_status("stopped", reason="stopped by request", checkpoint=checkpoint)
+        else:
+            writer.set_status("failed", checkpoint=checkpoint, reason=f"the {config.processes} data-parallel "
+                              f"processes ended with exit code {code}: see the training log")
+    return 0 if code == 0 or stop.is_set() else 1
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -268,7 +328,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         data_dir=str(Path(args.data).expanduser().resolve()) if args.data else None, device=args.device,
         precision=args.precision, threads=args.threads, log_every=args.log_every)
     launched = experiment.launch(plan, root, name=args.name)
-    print(f"experiment {launched.name}: {len(launched.runs)} runs queued on one device "
+    print(f"experiment {launched.name}: {len(launched.runs)} runs queued, each for the first free device "
           f"({plan.variant} variant, {plan.epochs} epochs, seeds {launched.seeds}, recipe '{plan.recipe}')")
     print(f"  {launched.recipe_description}")
     for r in launched.runs:
@@ -301,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="run name (default: variant-norm-optimizer, numbered)")
     p.add_argument("--resume", metavar="NAME", help="continue a stopped run from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--queue-held", action="store_true", help=argparse.SUPPRESS)  # started by a data-parallel launcher
     p.add_argument("--preset", choices=list(PRESETS), help="start from a named recipe ("
                    + "; ".join(f"{k}: {v.title}" for k, v in PRESETS.items()) + "); other flags override it")
     _config_arguments(p)
@@ -334,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("experiment", help="paired LRN-versus-BN runs over seeds, and their verdict", description=
                        "Queue one run per norm (LRN, BN) and seed: same variant, data order, seed and schedule, "
                        "differing only in the norm (or, with --recipe, in each norm's optimizer settings). "
-                       "Runs take turns on the one device; --wait prints the comparison when they end.")
+                       "Each run takes the first free device (with --device auto, any free GPU), so on a machine with several GPUs "
+                       "they train side by side; --wait prints the comparison when they end.")
     p.add_argument("--variant", default="cifar", choices=["cifar", "paper"])
     p.add_argument("--seeds", type=int, default=3, help="how many seeds (default 3)")
     p.add_argument("--first-seed", type=int, default=0)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from alexnet import charts, compare, experiment
+from alexnet import charts, compare, experiment, queues
 from alexnet import data as datasets
 from alexnet import runs as run_records
 from alexnet.history import LRN_STUDIES
@@ -288,8 +288,8 @@ def start_experiment() -> None:
         return
     st.session_state["exp.last_start"] = (repr(plan), time.monotonic())
     st.session_state["exp.chosen"] = launched.name
-    st.session_state["exp.notice"] = ("success", f"Queued **{launched.name}**: {len(launched.runs)} runs that take "
-                                                 "turns on the device. You can close this tab; they go on.")
+    st.session_state["exp.notice"] = ("success", f"Queued **{launched.name}**: {len(launched.runs)} runs, each on the "
+                                                 "first free device. You can close this tab; they go on.")
 
 
 def command_line(plan: experiment.ExperimentPlan) -> str:
@@ -332,8 +332,11 @@ def experiment_form() -> None:
     if not isinstance(source, datasets.DatasetSource):
         problems.append(f"no dataset: {source}")
     else:
-        st.caption(f"{2 * plan.seeds} runs of {plan.epochs} epochs on {source.label}, one after the other on the "
-                   "one device. The same from a terminal:")
+        devices = queues.machine_devices()[1:] or ["the CPU"]  # where "auto" trains: the GPUs, else MPS or the CPU
+        where = f"spread over the free GPUs ({', '.join(devices)})" if len(devices) > 1 else \
+            f"one after the other on {devices[0]}"
+        st.caption(f"{2 * plan.seeds} runs of {plan.epochs} epochs on {source.label}, {where}. The same from a "
+                   "terminal:")
         st.code(command_line(plan), language="bash", wrap_lines=True)
     if problems:
         st.error("\n".join(f"- {p}" for p in problems))

@@ -16,17 +16,17 @@ from datetime import datetime
 import streamlit as st
 import torch
 
-from alexnet import charts, imagenet, jobs, presets
+from alexnet import charts, imagenet, jobs, presets, queues
 from alexnet import data as datasets
 from alexnet import runs as run_records
 from alexnet.config import INITS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 from alexnet.models import VARIANTS
 from alexnet.train import pick_device
-from pages import common
+from pages import common, devices
 
 REFRESH_SECONDS = 1.5
 ACTIVE = ("queued", "running")
-FORM_FIELDS = [f.name for f in fields(TrainConfig) if f.name != "data_dir"]
+FORM_FIELDS = [f.name for f in fields(TrainConfig) if f.name not in ("data_dir", "processes")]  # processes: device
 PERSIST = dict(persist_state="session")  # the form survives a visit to another page
 
 NORM_LABELS = {"lrn": "LRN (paper)", "bn": "batch norm", "none": "none"}
@@ -47,6 +47,7 @@ def fill_form(config: TrainConfig) -> None:
     for name in FORM_FIELDS:
         value = getattr(config, name)
         st.session_state[key(name)] = ", ".join(map(str, value)) if name == "milestones" else value
+    st.session_state[key("device")] = devices.option_for(config.device, config.processes)
     st.session_state["train.milestones_ref"] = (list(config.milestones), config.epochs)
 
 
@@ -60,7 +61,7 @@ def copy_settings(run_name: str, run_config: dict) -> None:
 
     The button lies in the live view's fragment and the form outside it, so the callback asks for a rerun of
     the whole page (`st.rerun()` in a callback: queued with this interaction, so a poll cannot drop it)."""
-    known = {name: value for name, value in run_config.items() if name in FORM_FIELDS}
+    known = {name: value for name, value in run_config.items() if name in FORM_FIELDS or name == "processes"}
     try:
         config = TrainConfig.from_dict(known)  # keys a newer or older version lacks keep their defaults
     except (TypeError, ValueError) as err:
@@ -117,6 +118,7 @@ def form_config() -> tuple[TrainConfig, list[str]]:
     values["data_dir"] = str(source.path) if isinstance(source, datasets.DatasetSource) and source.kind != "sample" \
         else common.data_dir()
     values["pretrained_path"] = (values["pretrained_path"] or "").strip() or None
+    values["device"], values["processes"] = devices.to_config(values["device"])
     config = TrainConfig.from_dict(values)
     if config.variant == "imagenet":
         try:
@@ -125,6 +127,10 @@ def form_config() -> tuple[TrainConfig, list[str]]:
             problems.append(str(err))
     if not isinstance(source, datasets.DatasetSource):
         problems.append(f"no dataset: {source}")
+    try:
+        queues.request(config.device, config.processes)
+    except ValueError as err:
+        problems.append(str(err))
     name = st.session_state.get("train.name", "").strip()
     if name:
         try:
@@ -172,15 +178,6 @@ def start_run() -> None:
 
 
 # ---------------------------------------------------------------- the form
-
-def device_options() -> list[str]:
-    options = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        options += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())] * (torch.cuda.device_count() > 1)
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        options.append("mps")
-    return options
-
 
 def draw_form(source: datasets.DatasetSource | str) -> None:
     if key("variant") not in st.session_state:
@@ -260,11 +257,13 @@ def draw_form(source: datasets.DatasetSource | str) -> None:
     b.number_input("Batch size", min_value=1, step=32, key=key("batch_size"), **PERSIST)
     c.number_input("Seed", min_value=0, step=1, key=key("seed"), **PERSIST,
                    help="The split, order, augmentation, init and dropout all follow it.")
-    options = device_options()
+    options = devices.device_options()
     if ss[key("device")] not in options:
         ss[key("device")] = "auto"
-    d.selectbox("Device", options, key=key("device"), **PERSIST,
-                help="auto: a CUDA GPU, else Apple's MPS, else the CPU. Runs take turns on one device.")
+    d.selectbox("Device", options, key=key("device"), format_func=devices.label, **PERSIST,
+                help="Each device has its own queue: a run waits only for its device. auto: the first free CUDA "
+                     "GPU, else Apple's MPS, else the CPU. All GPUs: one run trained data-parallel under torchrun, "
+                     "one process a GPU, each a share of every batch.")
 
     st.markdown("**Augmentation** (on whole batches, on the device)")
     a, b, c, d = st.columns(4)
@@ -531,13 +530,16 @@ def live_view(root, active_when_drawn: frozenset[str]) -> None:
     draw_actions(run, root)
     st.markdown("**All runs**")
     runs_table(all_runs)
+    st.markdown("**Devices**")
+    devices.draw_queues(root, all_runs)
 
 
 # ---------------------------------------------------------------- the page
 
 st.title("Train")
 st.caption("Each run trains in its own process and writes its own folder: close or reload this tab, open a second "
-           "one, the run goes on. One device: a run started while another trains waits in a queue.")
+           "one, the run goes on. Each device has its queue: a run started while another trains on its device "
+           "waits for it.")
 notice = st.session_state.pop("train.notice", None)
 if notice:
     (st.success if notice[0] == "success" else st.error)(notice[1])

@@ -5,7 +5,6 @@ mini subset; the form test starts a real training process through the page and w
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import shutil
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from alexnet import charts, jobs, presets
+from alexnet import charts, jobs, presets, queues
 from alexnet import runs as run_records
 from alexnet.cli import _config_from, _preset_config, build_parser
 from alexnet.config import TrainConfig
@@ -41,6 +40,13 @@ def figures(at: AppTest) -> dict[str, dict]:
         spec = json.loads(element.proto.spec)
         out[spec["layout"]["yaxis"]["title"]["text"].split()[0]] = spec
     return out
+
+
+def frame(at: AppTest, *columns: str):
+    """The page's dataframe holding all these columns (AppTest's dataframes carry no key)."""
+    found = [d.value for d in at.dataframe if all(c in d.value.columns for c in columns)]
+    assert found, f"no table with columns {columns}"
+    return found[0]
 
 
 def points(spec: dict, name: str) -> int:
@@ -246,11 +252,8 @@ def test_form_starts_real_runs_that_queue_for_the_device_and_shows_the_curves(mi
     def record(name):
         return run_records.load_run(mini_env / name, with_metrics=False)
 
-    # Hold the device as another training process would, so both runs must queue (no race on timing).
-    device = open(mini_env / ".device.lock", "a+")
-    fcntl.flock(device, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    device.write("other-run")
-    device.flush()
+    # Hold the CPU's queue as another training process would, so both runs must queue (no race on timing).
+    device = queues.try_take(mini_env, queues.Request(("cpu",)), "other-run")
     try:
         at = open_train_page()
         at.toggle(key="train.advanced").set_value(True).run()
@@ -268,19 +271,21 @@ def test_form_starts_real_runs_that_queue_for_the_device_and_shows_the_curves(mi
         wait_for(lambda: all(record(n).status.get("reason", "").startswith("waiting") for n in names), 60,
                  "the runs never said that they wait for the device")
         at.run()
-        assert any("**queued**: waiting for the device: other-run is training" in i.value for i in at.info)
+        assert any("**queued**: waiting for the device cpu: other-run is training" in i.value for i in at.info)
+        queue = frame(at, "device", "training").set_index("device")
+        assert queue.loc["cpu", "training"] == "other-run" and queue.loc["cpu", "waiting"] == 2
+        assert queue.loc["cpu", "queue"] == ", ".join(names)  # oldest first
     finally:
-        device.truncate(0)
-        device.close()
+        device.release()
 
     # The device is free: one run takes it, the other waits for that one.
     wait_for(lambda: any(record(n).state == "running" for n in names), 60, "no run took the free device")
     first = next(n for n in names if record(n).state == "running")
     second = next(n for n in names if n != first)
-    wait_for(lambda: record(second).status.get("reason") == f"waiting for the device: {first} is training", 30,
+    wait_for(lambda: record(second).status.get("reason") == f"waiting for the device cpu: {first} is training", 30,
              f"{second} did not name {first} as the run it waits for")
     at.selectbox(key="train.run").set_value(second).run()
-    assert any(f"**queued**: waiting for the device: {first} is training" in i.value for i in at.info)
+    assert any(f"**queued**: waiting for the device cpu: {first} is training" in i.value for i in at.info)
     assert jobs.stop(second, mini_env)
 
     assert jobs.wait(first, mini_env, timeout=180) == "finished"

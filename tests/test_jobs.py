@@ -5,17 +5,19 @@ import threading
 
 import pytest
 
-from alexnet import jobs
+from alexnet import jobs, queues
 from alexnet.runs import RunWriter
+
+CPU = queues.Request(("cpu",))
 
 
 def test_a_second_trainer_of_the_same_run_is_refused(tmp_path):
     writer = RunWriter.create(tmp_path, "taken", {})
-    holder = jobs._try_lock(writer.path / ".lock")  # the first trainer
+    holder = jobs.try_lock(writer.path / ".lock")  # the first trainer
     try:
         assert jobs.is_training(tmp_path, "taken")
         with pytest.raises(RuntimeError, match="already being trained"):
-            with jobs.device_lock(tmp_path, writer, threading.Event()):
+            with jobs.device_lock(tmp_path, writer, CPU, threading.Event()):
                 pass
     finally:
         holder.close()
@@ -25,9 +27,9 @@ def test_a_second_trainer_of_the_same_run_is_refused(tmp_path):
 def test_a_trainer_starting_while_someone_looks_at_the_lock_still_starts(tmp_path):
     """is_training() holds the lock for an instant; a trainer that starts in that instant waits it out."""
     writer = RunWriter.create(tmp_path, "looked-at", {})
-    looker = jobs._try_lock(writer.path / ".lock")  # a look that lasts far longer than a real one
+    looker = jobs.try_lock(writer.path / ".lock")  # a look that lasts far longer than a real one
     threading.Timer(0.3, looker.close).start()
-    with jobs.device_lock(tmp_path, writer, threading.Event()):
+    with jobs.device_lock(tmp_path, writer, CPU, threading.Event()):
         assert jobs.is_training(tmp_path, "looked-at")
     assert not jobs.is_training(tmp_path, "looked-at")
 
