@@ -222,6 +222,25 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from . import archive
+
+    folder = run_records.runs_root(args.runs) / run_records.check_name(args.run)
+    out = Path(args.out or archive.archive_name(args.run))
+    run_records.atomic_write_bytes(out.resolve(), archive.export_run(folder))
+    print(f"{args.run} in {out} ({out.stat().st_size / 2**20:.1f} MB): import it elsewhere with "
+          f"python -m alexnet import {out.name}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from . import archive
+
+    name = archive.import_run(Path(args.archive), args.runs, name=args.name, limit=archive.CLI_LIMIT)
+    print(f"imported as run {name} in {run_records.runs_root(args.runs) / name}")
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     from .models import VARIANTS, build, count_parameters, summary
 
@@ -371,6 +390,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--delete", metavar="NAME")
     p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("export", help="write a run as one archive to share (config, curves, result, environment, "
+                       "weights)")
+    p.add_argument("run", help="a run name in the runs folder")
+    p.add_argument("-o", "--out", help="archive file (default: RUN.run.zip here)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="add a shared run archive to the runs folder (checked, nothing run from it)")
+    p.add_argument("archive", help="a .run.zip written by export (or the app's Export button)")
+    p.add_argument("--name", help="the run's name here (default: its own, numbered if taken)")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("summary", help="each layer's output shape, parameters and multiply-adds")
     p.add_argument("variant", choices=["cifar", "paper", "imagenet"])

@@ -142,6 +142,9 @@ def resume(name: str, root: str | Path | None = None) -> int:
             return run.status.get("pid")
         if run.state == "finished":
             raise RuntimeError(f"run {name!r} has finished; start a new run to train more")
+        if run.imported:
+            raise RuntimeError(f"run {name!r} was imported from an archive, which holds no training state: start "
+                               "a new run like it to train more")
         checkpoint = run.status.get("checkpoint", False)
         writer = RunWriter(run.path)
         writer.set_status("queued", reason="resuming", checkpoint=checkpoint)

@@ -18,7 +18,7 @@ from alexnet import charts, compare, experiment, queues
 from alexnet import data as datasets
 from alexnet import runs as run_records
 from alexnet.history import LRN_STUDIES
-from pages import common
+from pages import common, sharing
 
 REFRESH = "2s"
 ACTIVE = ("queued", "running")
@@ -131,12 +131,16 @@ def draw_config_diff(chosen: list[run_records.Run]) -> None:
 
 
 def draw_exports(chosen: list[run_records.Run], rows: list[dict]) -> None:
-    a, b, _ = st.columns([1, 1, 2])
+    a, b, c, d = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
     a.download_button("Table as CSV", compare.rows_to_csv(rows), file_name="runs.csv", mime="text/csv",
                       icon=":material/table:", key="compare.csv")
     b.download_button("Metrics + configs (JSON)", json.dumps(compare.export_runs(chosen), indent=1),
                       file_name="runs.json", mime="application/json", icon=":material/download:",
                       key="compare.json", help="Every chosen run's config, status, result and metrics events.")
+    names = [r.name for r in chosen]
+    shared = c.selectbox("Run to share", names, key="compare.share", label_visibility="collapsed") \
+        if len(names) > 1 else names[0]
+    sharing.export_button(chosen[names.index(shared)], "compare.export", d)
 
 
 def compare_view(root, names: tuple[str, ...], active_when_drawn: frozenset[str]) -> None:
@@ -160,6 +164,8 @@ def test_set_for(run: run_records.Run) -> tuple[datasets.Cifar10 | None, str | N
     """The test images the run was evaluated on, or why they cannot be shown."""
     named = run.config.get("data_dir") or common.data_dir() or os.environ.get(datasets.ENV_VAR)
     source = common.dataset_source(named)
+    if not isinstance(source, datasets.DatasetSource) and run.imported:  # its folder was on the exporting machine
+        source = common.dataset_source(common.data_dir() or os.environ.get(datasets.ENV_VAR))
     if not isinstance(source, datasets.DatasetSource):
         return None, f"its dataset is not available here: {source}"
     problem = _mismatch(str(run.path), (run.path / "result.json").stat().st_mtime, source)
@@ -237,7 +243,13 @@ def draw_side_by_side(chosen: list[run_records.Run]) -> None:
                f"set, true class, then the answers of A ({a.name}) and B ({b.name}).")
 
 
+def add_to_comparison(name: str) -> None:
+    st.session_state["compare.runs"] = [*st.session_state.get("compare.runs", []), name]
+
+
 def runs_tab(root, all_runs: list[run_records.Run]) -> None:
+    with st.expander("Import a shared run", icon=":material/move_to_inbox:"):
+        sharing.import_box(root, "compare.import", on_imported=add_to_comparison)
     if not all_runs:
         st.info("No runs yet. Train some on the **Train** page, or start the LRN-versus-BN experiment "
                 "(the other tab), then come back to compare them.", icon=":material/info:")

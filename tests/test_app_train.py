@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from alexnet import charts, jobs, presets, queues
+from alexnet import archive, charts, jobs, presets, queues
 from alexnet import runs as run_records
 from alexnet.cli import _config_from, _preset_config, build_parser
 from alexnet.config import TrainConfig
@@ -222,6 +222,27 @@ def test_delete_asks_first_and_cancel_keeps_the_run(finished_run):
     assert not at.exception
     assert not finished_run.path.exists()
     assert any("No runs yet" in i.value for i in at.info)
+
+
+def test_a_shared_run_is_imported_shown_and_can_be_exported_again(mini_env, trained_once):
+    at = open_train_page()
+    hostile = archive.export_run(trained_once).replace(b"config.json", b"../cfg.json")  # a traversal, planted
+    at.file_uploader(key="train.import").upload("bad.run.zip", hostile, "application/zip").run()
+    assert any("Not imported: bad.run.zip was refused" in e.value for e in at.error)
+    assert list(mini_env.iterdir()) == []  # nothing written
+    at.file_uploader(key="train.import").upload("tiny.run.zip", archive.export_run(trained_once), "application/zip")
+    at.run()
+    assert not at.exception
+    assert any("Imported **tiny-finished** from tiny.run.zip" in s.value for s in at.success)
+    assert at.selectbox(key="train.run").value == "tiny-finished"
+    run = run_records.load_run(mini_env / "tiny-finished")
+    assert run.imported and run.state == "finished"
+    assert any(f"test accuracy **{run.result['test_accuracy']:.1%}**" in s.value for s in at.success)
+    assert any("imported from `tiny.run.zip`" in c.value for c in at.caption)
+    assert points(figures(at)["loss"], "train (per step)") == len(run.steps())  # its curves, as for a local run
+    assert at.button(key="train.resume").disabled is True
+    (export,) = [b for b in at.get("download_button") if b.proto.id.endswith("train.export")]
+    assert export.proto.deferred_file_id  # the archive is built when clicked, not on every redraw
 
 
 def test_preset_fills_the_form_and_problems_block_the_start(mini_env):
