@@ -18,7 +18,7 @@ from alexnet import charts, compare, experiment, queues
 from alexnet import data as datasets
 from alexnet import runs as run_records
 from alexnet.history import LRN_STUDIES
-from pages import common, sharing
+from pages import common, environment, sharing
 
 REFRESH = "2s"
 ACTIVE = ("queued", "running")
@@ -150,6 +150,7 @@ def compare_view(root, names: tuple[str, ...], active_when_drawn: frozenset[str]
     st.subheader("Summary")
     rows = draw_table(chosen)
     draw_config_diff(chosen)
+    environment.draw_environment(chosen)
     draw_exports(chosen, rows)
 
 
