@@ -145,6 +145,7 @@ def resume(name: str, root: str | Path | None = None) -> int:
         if run.imported:
             raise RuntimeError(f"run {name!r} was imported from an archive, which holds no training state: start "
                                "a new run like it to train more")
+        queues.request(run.config.get("device", "auto"), run.config.get("processes", 1))  # this machine can do it
         checkpoint = run.status.get("checkpoint", False)
         writer = RunWriter(run.path)
         writer.set_status("queued", reason="resuming", checkpoint=checkpoint)

@@ -182,3 +182,17 @@ def test_an_experiment_spread_over_two_devices_gives_the_results_of_one_by_one(m
         assert [e["loss"] for e in b.steps()] == [e["loss"] for e in a.steps()]
     assert together.verdict.text == sequential.verdict.text
     assert together.pairs == sequential.pairs
+
+
+def test_a_run_this_machine_cannot_train_is_refused_before_a_process_starts(tmp_path):
+    from alexnet.config import TrainConfig
+
+    config = TrainConfig(device="cuda:999")  # a valid config, for a machine with a thousand GPUs
+    with pytest.raises(ValueError, match="GPU"):
+        jobs.start(config, "big-machine", tmp_path)
+    assert not (tmp_path / "big-machine").exists()
+    writer = RunWriter.create(tmp_path, "big-machine", config.to_dict())  # as if shared from that machine
+    writer.set_status("stopped", checkpoint=True)
+    with pytest.raises(ValueError, match="GPU"):
+        jobs.resume("big-machine", tmp_path)
+    assert load_run(writer.path).state == "stopped" and not (writer.path / "log.txt").exists()  # nothing started
