@@ -153,8 +153,9 @@ def _check_members(archive: zipfile.ZipFile, filename: str) -> dict[str, zipfile
             raise ArchiveError(f"{filename} was refused: {member!r} would expand to {info.file_size / 2**20:.1f} MB, "
                                f"over the {most / 2**20:.0f} MB a run's {member} may have")
         if info.file_size > RATIO_FLOOR and info.file_size > MAX_RATIO * max(info.compress_size, 1):
-            raise ArchiveError(f"{filename} was refused: {member!r} would expand {info.file_size // max(info.compress_size, 1):,} "
-                               f"times (a zip bomb); a run's files expand at most {MAX_RATIO} times")
+            ratio = info.file_size // max(info.compress_size, 1)
+            raise ArchiveError(f"{filename} was refused: {member!r} would expand {ratio:,} times (a zip bomb); a run's "
+                               f"files expand at most {MAX_RATIO} times")
         infos[member] = info
     total = sum(i.file_size for i in infos.values())
     if total > MAX_TOTAL:

@@ -185,7 +185,7 @@ def _train_data_parallel(args: argparse.Namespace, root: Path, writer: run_recor
             return 0
         writer.set_status("queued", reason=f"starting {config.processes} data-parallel processes on "
                                            f"{', '.join(taken)}")
-        code = distributed.launch(["--runs", str(root), "train", "--resume", writer.path.name, "--queue-held",
+        code = distributed.launch(["--runs", str(root.resolve()), "train", "--resume", writer.path.name, "--queue-held",
                                    *(["--quiet"] if args.quiet else [])], config.processes, taken, stop)
     status = run_records.read_json(writer.path / "status.json", {}) or {}
     if code != 0 and status.get("state") in ("queued", "running"):  # they ended without saying so
@@ -425,8 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("experiment", help="paired LRN-versus-BN runs over seeds, and their verdict", description=
                        "Queue one run per norm (LRN, BN) and seed: same variant, data order, seed and schedule, "
                        "differing only in the norm (or, with --recipe, in each norm's optimizer settings). "
-                       "Each run takes the first free device (with --device auto, any free GPU), so on a machine with several GPUs "
-                       "they train side by side; --wait prints the comparison when they end.")
+                       "Each run takes the first free device (with --device auto, any free GPU), so on a machine with "
+                       "several GPUs they train side by side; --wait prints the comparison when they end.")
     p.add_argument("--variant", default="cifar", choices=["cifar", "paper"])
     p.add_argument("--seeds", type=int, default=3, help="how many seeds (default 3)")
     p.add_argument("--first-seed", type=int, default=0)

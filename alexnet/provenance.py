@@ -60,7 +60,7 @@ def git_commit(repo: Path = REPO) -> str:
             return None
         return done.stdout.strip() if done.returncode == 0 else None
 
-    commit = git("rev-parse", "HEAD")
+    commit = git("rev-parse", "HEAD") if (repo / ".git").exists() else None  # not a repository that holds it
     if not commit:
         return NOT_GIT
     changes = git("status", "--porcelain", "--untracked-files=no", "--", ".")

@@ -14,7 +14,6 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 
 import streamlit as st
-import torch
 
 from alexnet import charts, imagenet, jobs, presets, queues
 from alexnet import data as datasets

@@ -2,9 +2,10 @@
 
 It waits in the queue of DEVICE through `jobs.device_lock`, as `python -m alexnet train` does, then
 either holds the device until the file `release` appears in the run's folder, or trains the run
-(`train.train`, resuming its folder as a job does). The queue is keyed by the device's name alone, so on a machine without GPUs `cuda:0` and
-`cuda:1` are two real queues whose runs train on the CPU: the seam that lets a CPU test show runs on
-two devices at once. Prints nothing; the run folder records what happened (`held.json` for hold).
+(`train.train`, resuming its folder as a job does). The queue is keyed by the device's name alone,
+so on a machine without GPUs `cuda:0` and `cuda:1` are two real queues whose runs train on the CPU:
+the seam that lets a CPU test show runs on two devices at once. Prints nothing; the run folder
+records what happened (`held.json`: the devices taken and when it held them).
 """
 from __future__ import annotations
 

@@ -146,16 +146,20 @@ HOSTILE = {
     "a pickle beside the run": (lambda f, t: build(f, extra=[(zipfile.ZipInfo("state.pt"),
                                                               pickle.dumps(RunsCode(t / "ran")))]),
                                 "'state.pt' is not a file of a run record"),
-    "a pickle as the weights": (lambda f, t: build({**f, "weights.safetensors": pickle.dumps({"w": RunsCode(t / "ran")})}),
+    "a pickle as the weights": (lambda f, t: build({**f, "weights.safetensors":
+                                                    pickle.dumps({"w": RunsCode(t / "ran")})}),
                                 "weights.safetensors is not a valid safetensors file"),
     "a zip bomb": (lambda f, t: build({**f, "metrics.jsonl": b"\n" * (8 << 20)}), r"times \(a zip bomb\)"),
-    "an oversize file": (lambda f, t: build({**f, "config.json": json.dumps({"pad": os.urandom(700_000).hex()}).encode()}),
+    "an oversize file": (lambda f, t: build({**f, "config.json":
+                                             json.dumps({"pad": os.urandom(700_000).hex()}).encode()}),
                          "would expand to 1.3 MB, over the 1 MB"),
     "a header that lies about the size": (lambda f, t: lying_about_size(f), "damaged|expands beyond"),
-    "a file changed after export": (lambda f, t: build({**f, "config.json": f["config.json"].replace(b'"bn"', b'"lrn"')},
-                                                       listed=f), "not the file its manifest describes"),
+    "a file changed after export": (lambda f, t: build({**f, "config.json":
+                                                        f["config.json"].replace(b'"bn"', b'"lrn"')}, listed=f),
+                                    "not the file its manifest describes"),
     "a file its manifest does not list": (lambda f, t: build(f, listed={k: v for k, v in f.items()
-                                                                        if k != "result.json"}), "are not those its manifest lists"),
+                                                                        if k != "result.json"}),
+                                          "are not those its manifest lists"),
     "a name twice": (lambda f, t: build(f, extra=[(zipfile.ZipInfo("config.json"), b"{}")]), "twice"),
     "not JSON": (lambda f, t: build({**f, "result.json": b"\x80 not json"}), "result.json is not valid JSON"),
     "weights of another variant": (lambda f, t: build({**f, "config.json": json.dumps(
