@@ -82,9 +82,19 @@ def import_run(source: bytes | str | Path | BinaryIO, root: str | Path | None = 
     name: the run's name here (sanitised, numbered if taken); default: the name it had. limit: the most
     bytes the archive may have. Raises ArchiveError, having written nothing, for anything not a run archive.
     """
-    handle, filename = _open(source, limit, filename)
+    if isinstance(source, (str, Path)):
+        try:
+            handle = open(source, "rb")
+        except OSError as err:
+            raise ArchiveError(f"{Path(source).name} cannot be read: {err.strerror or err}") from err
+        with handle:
+            return import_run(handle, root, name, limit, filename or Path(source).name)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = io.BytesIO(bytes(source))
+    filename = filename or Path(getattr(source, "name", None) or "the archive").name
+    _check_size(source, limit, filename)
     try:
-        archive = zipfile.ZipFile(handle)
+        archive = zipfile.ZipFile(source)
     except (zipfile.BadZipFile, OSError, ValueError) as err:
         raise ArchiveError(f"{filename} is not a zip archive of a run (or it is damaged): {err}") from err
     with archive:
@@ -105,19 +115,8 @@ def import_run(source: bytes | str | Path | BinaryIO, root: str | Path | None = 
             shutil.rmtree(staging, ignore_errors=True)  # gone already when the import succeeded
 
 
-def _open(source: bytes | str | Path | BinaryIO, limit: int, filename: str | None) -> tuple[BinaryIO, str]:
-    """A seekable handle on the archive once its size is known to be within `limit`."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        handle, default = io.BytesIO(bytes(source)), "the archive"
-    elif isinstance(source, (str, Path)):
-        default = Path(source).name
-        try:
-            handle = open(source, "rb")
-        except OSError as err:
-            raise ArchiveError(f"{default} cannot be read: {err.strerror or err}") from err
-    else:
-        handle, default = source, Path(getattr(source, "name", None) or "the archive").name
-    filename = filename or default
+def _check_size(handle: BinaryIO, limit: int, filename: str) -> None:
+    """Refuse an empty archive or one over `limit` bytes from its size alone, before reading it."""
     handle.seek(0, os.SEEK_END)
     size = handle.tell()
     handle.seek(0)
@@ -127,7 +126,6 @@ def _open(source: bytes | str | Path | BinaryIO, limit: int, filename: str | Non
         hint = " (the app's upload limit): import it with `python -m alexnet import FILE`" if limit == APP_LIMIT else ""
         raise ArchiveError(f"{filename} is {size:,} bytes, over the {limit / 2**20:.4g} MB ({limit:,} bytes) "
                            f"allowed{hint}")
-    return handle, filename
 
 
 def _check_members(archive: zipfile.ZipFile, filename: str) -> dict[str, zipfile.ZipInfo]:
