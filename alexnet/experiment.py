@@ -3,7 +3,11 @@
 A plan becomes one run per (norm, seed): the same variant, data split and order, augmentation,
 schedule and initial weights (the seed fixes them all, and both norms draw the same weights for
 their shared layers), differing only in `norm`, or, with a recipe other than "same", in the
-optimizer settings that recipe names. The runs queue on the one device through `jobs.start`.
+optimizer settings that recipe names. Each run is started through `jobs.start` and waits in the
+queues of the devices it may take (queues.py): with device "auto" on a machine with several GPUs
+they spread over the free GPUs, one run a GPU; on one device they take turns. Which of a machine's
+(alike) devices a run takes, and when, changes nothing it computes (its seed fixes every random
+draw), so the verdict is the one the runs give one after another.
 
 The experiment is recorded in `<runs>/.experiments/<name>.json` (its plan, recipe and run
 names), apart from the runs' own configs, so the runs stay ordinary runs that every page shows
@@ -197,7 +201,7 @@ Starter = Callable[[TrainConfig, str, Path], str]
 
 def launch(plan: ExperimentPlan, root: str | Path | None = None, name: str | None = None,
            start: Starter | None = None) -> Experiment:
-    """Record the experiment and queue its runs (each its own process, one at a time on the device).
+    """Record the experiment and queue its runs (each its own process, on the first free device it may take).
 
     `start(config, run_name, root)` defaults to `jobs.start`; nothing is written if the plan is invalid.
     """

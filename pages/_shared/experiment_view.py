@@ -14,6 +14,7 @@ from alexnet.cli import experiment_command
 from alexnet.runs import ACTIVE_STATES as ACTIVE
 from pages._shared.compare_runs import REFRESH, rerun_if_changed
 from pages._shared.dataset import dataset_in_use, job_data_dir
+from pages._shared.devices import where_runs_train
 
 NORM_COLORS = charts.NORM_COLORS
 
@@ -40,8 +41,8 @@ def start_experiment() -> None:
         return
     st.session_state["exp.last_start"] = (repr(plan), time.monotonic())
     st.session_state["exp.chosen"] = launched.name
-    st.session_state["exp.notice"] = ("success", f"Queued **{launched.name}**: {len(launched.runs)} runs that take "
-                                                 "turns on the device. You can close this tab; they go on.")
+    st.session_state["exp.notice"] = ("success", f"Queued **{launched.name}**: {len(launched.runs)} runs, each on the "
+                                                 "first free device. You can close this tab; they go on.")
 
 
 def experiment_form() -> None:
@@ -70,8 +71,8 @@ def experiment_form() -> None:
     if not isinstance(source, datasets.DatasetSource):
         problems.append(f"no dataset: {source}")
     else:
-        st.caption(f"{2 * plan.seeds} runs of {plan.epochs} epochs on {source.label}, one after the other on the "
-                   "one device. The same from a terminal:")
+        st.caption(f"{2 * plan.seeds} runs of {plan.epochs} epochs on {source.label}, {where_runs_train()}. The same "
+                   "from a terminal:")
         st.code(experiment_command(plan), language="bash", wrap_lines=True)
     if problems:
         st.error("\n".join(f"- {p}" for p in problems))
