@@ -18,6 +18,7 @@ from alexnet import runs as run_records
 from alexnet.cli import build_parser, train_config
 from alexnet.config import TrainConfig, device_choices
 from alexnet.train import pick_device, train
+from pages._shared.devices import device_options, label, to_config
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 PAGE = "pages/train.py"
@@ -94,9 +95,12 @@ def test_empty_runs_folder_renders_the_form_and_says_what_to_do(mini_env):
 
 def test_the_device_box_offers_what_this_machine_runs(mini_env):
     at = open_train_page()
-    offered = at.selectbox(key="train.device").options
-    assert offered == device_choices() and offered[:2] == ["auto", "cpu"]
-    assert [pick_device(d).type for d in offered] == [pick_device("auto").type, "cpu", *[d.split(":")[0] for d in offered[2:]]]
+    options = device_options()  # config.device_choices, and all GPUs at once where there are several
+    assert options[:len(device_choices())] == device_choices() and options[:2] == ["auto", "cpu"]
+    assert at.selectbox(key="train.device").options == [label(o) for o in options]
+    assert at.session_state["train.device"] == "auto"
+    devices = [to_config(o)[0] for o in options]
+    assert [pick_device(d).type for d in devices] == [pick_device("auto").type, "cpu", *[d.split(":")[0] for d in devices[2:]]]
 
 
 def test_missing_dataset_is_named_and_start_is_disabled(monkeypatch, runs_dir, tmp_path):
