@@ -3,7 +3,8 @@
 Pure functions over what run folders hold (config, status, result, metrics events): no
 streamlit, no plotly, no tensors, so the Compare page, the command line and the tests share
 them. A config key that an older record lacks (a field added since it trained) reads as
-TrainConfig's default for it: the value that run trained with. The smoothing of curves is `charts.smooth` (the curves' own module).
+TrainConfig's default for it: the value that run trained with. The smoothing of curves is
+`charts.smooth` (the curves' own module).
 
 The verdict compares two sets of per-seed results with Welch's t-test (scipy): the difference of
 the means against how much results move from seed to seed. With one run a side there is no

@@ -89,7 +89,7 @@ class ExperimentPlan:
     batch_size: int = 128           # images per step
     max_train_images: int = 0       # 0 = all; a cap for quick experiments
     data_dir: str | None = None     # dataset folder; none given: each run finds one as `train` does
-    device: str = "auto"            # auto | cpu | cuda | cuda:N | mps, one device for all the runs in turn
+    device: str = "auto"            # auto | cpu | cuda | cuda:N | mps; auto and cuda: each run takes a free GPU
     precision: str = "auto"         # auto (bf16 where fast, else fp32) | fp32 | bf16 | fp16 (CUDA)
     threads: int = 0                # CPU threads per run; 0 = torch's default
     log_every: int = 10             # steps between step events in each run's metrics.jsonl

@@ -100,7 +100,8 @@ def test_the_device_box_offers_what_this_machine_runs(mini_env):
     assert at.selectbox(key="train.device").options == [label(o) for o in options]
     assert at.session_state["train.device"] == "auto"
     devices = [to_config(o)[0] for o in options]
-    assert [pick_device(d).type for d in devices] == [pick_device("auto").type, "cpu", *[d.split(":")[0] for d in devices[2:]]]
+    assert [pick_device(d).type for d in devices] == \
+        [pick_device("auto").type, "cpu", *[d.split(":")[0] for d in devices[2:]]]
 
 
 def test_missing_dataset_is_named_and_start_is_disabled(monkeypatch, runs_dir, tmp_path):

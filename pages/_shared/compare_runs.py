@@ -1,5 +1,6 @@
 """The Compare page's runs side by side: their curves (and seed bands), the summary table, the config keys that
-differ, where they came from, and the exports. A fragment that polls every 2 s while a chosen run trains (`compare_view`).
+differ, where they came from, and the exports. A fragment that polls every 2 s while a chosen run trains
+(`compare_view`).
 
 The table, the differing keys and the bands come from `alexnet.compare`.
 """
