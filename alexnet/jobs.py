@@ -18,7 +18,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from . import queues
 from .config import TrainConfig
@@ -30,7 +30,7 @@ POLL_SECONDS = 0.5
 
 
 @contextmanager
-def _one_at_a_time(path: Path) -> Iterator[None]:
+def one_at_a_time(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on `path`, waiting for it: one look-then-spawn at a time, across threads
     (two tabs of one server) and processes."""
     with open(path, "a+") as handle:
@@ -51,21 +51,37 @@ def device_lock(root: str | Path | None, writer: RunWriter, want: queues.Request
         run_handle = try_lock(writer.path / ".lock")
     if run_handle is None:
         raise RuntimeError(f"run {writer.path.name!r} is already being trained by another process")
+    waiting_for = list(want.candidates)
+    try:
+        with hold_device(root, want, writer.path.name, stop,
+                         lambda reason: writer.set_status("queued", reason=reason, waiting_for=waiting_for)) as taken:
+            if taken:
+                writer.set_status("queued", reason=f"starting on {', '.join(taken)}")
+            yield taken
+    finally:
+        run_handle.close()
+
+
+@contextmanager
+def hold_device(root: str | Path | None, want: queues.Request, holder: str, stop: threading.Event,
+                on_wait: Callable[[str], None]) -> Iterator[list[str]]:
+    """Wait in the queues of the devices `want` names, telling `on_wait` why while others hold them; yields the
+    devices taken once this process holds them (named `holder` to those waiting), or [] if `stop` came first.
+
+    A training run waits here (`device_lock`), and so does a learning-rate range test (`lr_search`).
+    """
     held = None
     try:
         while not stop.is_set():
-            held = queues.try_take(root, want, writer.path.name)
+            held = queues.try_take(root, want, holder)
             if held is not None:
                 break
-            writer.set_status("queued", reason=queues.waiting_reason(root, want), waiting_for=list(want.candidates))
+            on_wait(queues.waiting_reason(root, want))
             time.sleep(POLL_SECONDS)
-        if held is not None:
-            writer.set_status("queued", reason=f"starting on {', '.join(held.keys)}")
         yield held.keys if held is not None else []
     finally:
         if held is not None:
             held.release()
-        run_handle.close()
 
 
 def is_training(root: str | Path | None, name: str) -> bool:
@@ -100,7 +116,7 @@ def start_download(root: str | Path | None = None) -> int:
     """
     target = download_target(root)
     target.mkdir(parents=True, exist_ok=True)
-    with _one_at_a_time(target / ".download.lock"):
+    with one_at_a_time(target / ".download.lock"):
         running = live_download(target)
         if running is not None:
             return running
@@ -135,7 +151,7 @@ def resume(name: str, root: str | Path | None = None) -> int:
     folder = runs_root(root)
     path = folder / check_name(name)
     load_run(path, with_metrics=False)  # says "not a run folder" before a lock file is made anywhere
-    with _one_at_a_time(path / ".resume.lock"):
+    with one_at_a_time(path / ".resume.lock"):
         run = load_run(path, with_metrics=False)  # a queued or running state here has a live pid
         if run.state in ACTIVE_STATES or is_training(folder, name):
             return run.status.get("pid")

@@ -1,7 +1,7 @@
 """Wall time of the LRN-versus-BN experiment with its runs spread over this machine's GPUs, against one at a time.
 
     python bench/experiment_devices.py [--seeds 3] [--epochs 4] [--variant cifar] [--max-train-images 0]
-                                       [--batch-size 128] [--data DIR] [--runs DIR] [--keep]
+                                       [--batch-size 128] [--recipe same] [--data DIR] [--runs DIR] [--keep]
 
 One at a time: the plan with device "cuda:0", so every run waits in that GPU's queue, as every run
 did before there was a queue per device. Spread: the same plan with device "auto", so each run takes
@@ -10,6 +10,11 @@ training processes, exactly as the Compare page's button starts them; the clock 
 to the last run's end (process start, data loading and the test evaluation included). The script
 also checks that the two give the same verdict and prints how far each run's test accuracy moved
 (GPU kernels are not bitwise deterministic, so a few test images may change).
+
+The recipe is "same" unless --recipe says otherwise: the figure is the runs' spread. The default
+recipe of the app, "tuned", first runs each norm's range test (one after the other, each in a free
+GPU's queue) in both plans, which adds the same time to both and lets the two plans' rates differ
+by the GPUs' rounding.
 
 On a machine with one device there is nothing to spread, and the script says so: the CPU is one
 device (its cores are one pool that parallel runs would only share), so no CPU figure is made.
@@ -45,6 +50,8 @@ def main() -> None:
     parser.add_argument("--variant", default="cifar", choices=experiment.COMPARABLE_VARIANTS)
     parser.add_argument("--max-train-images", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--recipe", default="same", choices=list(experiment.RECIPES),
+                        help="the experiment's recipe (default same: the figure is the runs' alone)")
     parser.add_argument("--data", default=str(MINI), help="dataset folder (default: the mini subset)")
     parser.add_argument("--runs", default=None, help="runs folder (default: a temporary one, removed after)")
     parser.add_argument("--keep", action="store_true", help="keep the runs folder")
@@ -59,7 +66,7 @@ def main() -> None:
         return
     root = Path(args.runs) if args.runs else Path(tempfile.mkdtemp(prefix="experiment-devices-"))
     common = dict(variant=args.variant, seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size,
-                  max_train_images=args.max_train_images, data_dir=str(Path(args.data).resolve()))
+                  max_train_images=args.max_train_images, recipe=args.recipe, data_dir=str(Path(args.data).resolve()))
     print(f"\n{2 * args.seeds} runs ({args.variant}, {args.epochs} epochs, seeds 0-{args.seeds - 1}) on {gpus} GPUs, "
           f"runs folder {root}\n")
     try:
