@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import distributed, imagenet
+from . import distributed, imagenet, provenance
 from .config import TrainConfig
 from .data import (Augment, Cifar10, augment_batch, load_cifar10, normalization, resolve_dataset, split_validation,
                    to_model_input)
@@ -565,6 +565,11 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, on_event: Even
     state_path = Path(run_dir) / "state.pt" if run_dir and resume else None
     stop = stop or threading.Event()
     try:
+        if writer:  # where the run came from, each time a process starts it (provenance.py)
+            data = data or load_cifar10(resolve_dataset(config.data_dir))
+            device = pick_device(config.device)
+            provenance.record(writer.path, provenance.describe(device, device_label(device), data, group.world),
+                              resumed=state_path is not None and state_path.exists())
         return _train(config, writer, on_event if group.main else None, stop, state_path, data, group)
     except BaseException as err:
         if writer:
