@@ -269,3 +269,13 @@ def tiny_run(tmp_path_factory, mini_data) -> Path:
     writer = RunWriter.create(tmp_path_factory.mktemp("tiny-run"), "tiny-bn", config.to_dict())
     train(config, writer.path, data=mini_data)
     return writer.path
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread, as the runs use (two threads on two busy cores spin against each other); then restored."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

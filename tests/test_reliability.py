@@ -298,13 +298,7 @@ def test_sigkill_at_each_critical_moment_leaves_a_resumable_record(moment, slice
 
 # ---- a full disk, an unwritable runs folder ----
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread, as the runs use (two threads on two busy cores spin against each other); then restored."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config_for(slice_dir: Path, **changes) -> TrainConfig:
