@@ -413,17 +413,19 @@ def _ignore(event: dict) -> None:
 
 
 class _Window:
-    """Sums over the steps since the last step event, kept on the device so that no step waits for them."""
+    """Sums over the steps since the last step event, kept on the device so that no step waits for them, and the
+    learning rate the last of them trained with (a per-step schedule has moved on once the step is done)."""
 
     def __init__(self, device: torch.device) -> None:
         self.loss = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
-        self.seen, self.start = 0, time.perf_counter()
+        self.seen, self.start, self.lr = 0, time.perf_counter(), math.nan
 
-    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, lr: float) -> None:
         self.loss += loss * len(labels)
         self.correct += (logits.argmax(1) == labels).sum()
         self.seen += len(labels)
+        self.lr = lr
 
 
 def _log_window(session: Session, window: _Window, emit: EventHandler, clock_zero: float) -> None:
@@ -443,7 +445,7 @@ def _log_window(session: Session, window: _Window, emit: EventHandler, clock_zer
     pos.epoch_seen += seen
     emit({"event": "step", "epoch": pos.epoch + (pos.step_in_epoch / s.steps_per_epoch),
           "global_step": pos.global_step, "loss": mean_loss, "acc": correct / seen,
-          "lr": s.optimizer.param_groups[0]["lr"], "images_per_s": seen / max(seconds, 1e-9),
+          "lr": window.lr, "images_per_s": seen / max(seconds, 1e-9),
           "time": time.perf_counter() - clock_zero, "wall": time.time()})
 
 
@@ -462,8 +464,9 @@ def train_one_epoch(session: Session, stop: threading.Event | None = None,
     window = _Window(s.device)
     while pos.step_in_epoch < s.steps_per_epoch:
         inputs, labels = training_batch(s, order)
+        lr = s.optimizer.param_groups[0]["lr"]  # the rate this step trains with
         loss, logits = session_step(s, inputs, labels, emit)
-        window.add(loss, logits, labels)
+        window.add(loss, logits, labels, lr)
         last_of_epoch = pos.step_in_epoch == s.steps_per_epoch
         stop_now = s.group.any(stop is not None and stop.is_set(), s.device)
         if pos.global_step % s.config.log_every == 0 or last_of_epoch or stop_now:

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from alexnet.config import TrainConfig
 from alexnet.runs import RunWriter, load_run, read_metrics
-from alexnet.train import TrainingFailed, train
+from alexnet.train import TrainingFailed, make_schedule, train
 
 TINY = dict(max_train_images=256, batch_size=32, epochs=2, val_fraction=0.1, log_every=1, threads=2)
 
@@ -71,6 +71,24 @@ def test_a_resumed_run_equals_an_uninterrupted_one(mini_data, tmp_path):
     assert _without_timing(read_metrics(whole / "metrics.jsonl")) == _without_timing(read_metrics(parts / "metrics.jsonl"))
     assert json.loads((whole / "result.json").read_text())["predictions"] == \
         json.loads((parts / "result.json").read_text())["predictions"]
+
+
+def test_a_step_event_logs_the_rate_its_step_trained_with(mini_data):
+    """A per-step schedule moves on once a step is done: the event gives the rate the step took, not the next's."""
+    config = TrainConfig(**{**TINY, "threads": 1, "schedule": "onecycle"})
+    events = []
+    train(config, on_event=events.append, data=mini_data)
+    steps = next(e for e in events if e["event"] == "start")["steps_per_epoch"] * config.epochs
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)
+    scheduler, _ = make_schedule(config, optimizer, steps // config.epochs)
+    taken = []
+    for _ in range(steps):
+        taken.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    logged = [e["lr"] for e in events if e["event"] == "step"]
+    assert logged == pytest.approx(taken)
+    assert logged[0] == pytest.approx(config.lr / 25) and logged[-1] == min(logged)  # one-cycle's start and end
 
 
 def test_events_carry_the_wall_clock_that_the_training_clock_leaves_out_across_a_resume(mini_data, tmp_path):
