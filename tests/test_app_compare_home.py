@@ -270,6 +270,14 @@ def test_compare_side_by_side_on_the_test_set(with_runs, mini_data, media):
     assert f"**A right, B wrong**: {len(cats):,} images" in texts(at.markdown)
 
 
+def test_compare_with_one_run_as_both_a_and_b_asks_for_two(with_runs):
+    _, _, runs = with_runs
+    at = open_page("pages/compare.py")
+    at.selectbox(key="compare.b").set_value(at.selectbox(key="compare.a").value).run()
+    assert not at.exception
+    assert any("Pick two different runs" in i.value for i in at.info)
+
+
 def test_compare_controls_change_the_curves_and_the_table(with_runs):
     _, _, runs = with_runs
     at = open_page("pages/compare.py")
