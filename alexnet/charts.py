@@ -6,6 +6,7 @@ the same in every chart, an optional debiased exponential smoothing with the raw
 faintly behind it, so smoothing can never hide what was measured. `rate_figure` draws the
 learning rate the same runs logged, on the same x axes: epoch, step, training seconds, or the wall
 clock (a date axis; records from before wall-clock times were logged lack it, `runs_off_axis`).
+`settings_figure` sets finished runs' differing settings against their test accuracy.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from .compare import mean_band
+from .compare import SettingsAgainstAccuracy, mean_band
 from .norms import NORM_SHORT_LABELS
 
 __all__ = ["PALETTE", "run_color", "smooth", "Series", "curve_series", "curves_figure", "legend_below",
@@ -32,7 +33,8 @@ __all__ = ["PALETTE", "run_color", "smooth", "Series", "curve_series", "curves_f
            "cascade_figure", "fit_height", "MOSAIC_WIDTH", "HEAT_SCALE", "ACTIVATION_SCALE", "SIGNED_SCALE",
            # comparing runs and the architecture diagram (Compare and Home pages)
            "confusion_figure", "per_class_figure", "seed_band_figure", "architecture_figure", "layer_labels",
-           "png_config", "NORM_COLORS", "distinct_colors", "replication_figure", "SHORT_CLASS_NAMES"]
+           "png_config", "NORM_COLORS", "distinct_colors", "replication_figure", "SHORT_CLASS_NAMES",
+           "settings_figure", "ACCURACY_SCALE"]
 
 # Distinct, readable on white: Plotly's ten, then D3's and Dark24's further hues.
 PALETTE: tuple[str, ...] = tuple(dict.fromkeys(qualitative.Plotly + qualitative.D3 + qualitative.Dark24))
@@ -263,6 +265,7 @@ HEAT_SCALE = "Inferno"      # one-sided attribution maps: black (none) to pale y
 ACTIVATION_SCALE = "Viridis"  # activations: dark blue (0) to yellow
 SIGNED_SCALE = "RdBu_r"     # signed values: ColorBrewer's diverging blue-white-red, as light at 0 as at the
                             # other end is dark, the same lightness for +v and -v
+ACCURACY_SCALE = "Viridis"  # runs coloured by test accuracy: dark blue (lowest) to yellow (highest)
 
 
 def _picture_layout(fig: go.Figure, title: str | None, height: int) -> go.Figure:
@@ -491,6 +494,50 @@ def per_class_figure(per_class: Mapping[str, Sequence[float]], classes: Sequence
                       margin=dict(l=10, r=10, t=40 if title else 10, b=10), legend=legend_below(),
                       yaxis=dict(range=[0, 1], tickformat=".0%", title="test accuracy"))
     return fig
+
+
+def settings_figure(plot: SettingsAgainstAccuracy, height: int = 420, colors: Mapping[str, str] | None = None
+                    ) -> go.Figure:
+    """Finished runs' settings against their test accuracy (`compare.settings_against_accuracy`).
+
+    Two or more differing settings: parallel coordinates, an axis a setting (categories at their labels, a
+    log axis labelled with the values) and test accuracy last, each run a line coloured by its accuracy on
+    ACCURACY_SCALE, the colour bar under the plot. One setting: a scatter of accuracy against it, each run
+    a point in its own colour (`colors`, else `run_color`), hover naming it. None: a note.
+    """
+    if len(plot.axes) == 1:
+        return _setting_scatter(plot, height, colors)
+    fig = go.Figure()
+    if plot.axes:
+        dimensions = [dict(label=a.key + (" (log)" if a.log else ""), values=a.values, tickvals=a.ticks or None,
+                           ticktext=a.labels or None) for a in plot.axes]
+        dimensions.append(dict(label="test accuracy", values=plot.accuracy, tickformat=".1%"))
+        fig.add_trace(go.Parcoords(
+            dimensions=dimensions, labelfont=dict(size=12), tickfont=dict(size=11), rangefont=dict(size=10),
+            line=dict(color=plot.accuracy, colorscale=ACCURACY_SCALE, showscale=True,
+                      colorbar=dict(_BAR_BELOW, title=dict(text="test accuracy", side="right"), tickformat=".0%"))))
+    else:
+        fig.add_annotation(text="no settings differ between these finished runs", showarrow=False, xref="paper",
+                           yref="paper", x=0.5, y=0.5, font=dict(size=16, color="grey"))
+        fig.update_xaxes(visible=False)
+        fig.update_yaxes(visible=False)
+    return fig.update_layout(height=height, margin=dict(l=60, r=60, t=50, b=80), template="plotly_white")
+
+
+def _setting_scatter(plot: SettingsAgainstAccuracy, height: int, colors: Mapping[str, str] | None) -> go.Figure:
+    axis = plot.axes[0]
+    place = {v: label for v, label in zip(axis.ticks, axis.labels)}
+    shown = [place.get(v, f"{10 ** v:g}" if axis.log else f"{v:g}") for v in axis.values]
+    fig = go.Figure(go.Scatter(
+        x=axis.values, y=plot.accuracy, mode="markers", customdata=[[r, v] for r, v in zip(plot.runs, shown)],
+        marker=dict(size=13, color=[(colors or {}).get(r) or run_color(r) for r in plot.runs],
+                    line=dict(color="white", width=1)),
+        hovertemplate=f"<b>%{{customdata[0]}}</b><br>{axis.key} %{{customdata[1]}}<br>test accuracy %{{y:.1%}}"
+                      "<extra></extra>"))
+    fig.update_xaxes(title=axis.key + (" (log)" if axis.log else ""), tickvals=axis.ticks or None,
+                     ticktext=axis.labels or None)
+    return fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), template="plotly_white",
+                             yaxis=dict(title="test accuracy", tickformat=".1%"), showlegend=False)
 
 
 def _rgba(color: str, alpha: float) -> str:

@@ -1,14 +1,16 @@
-"""The learning-rate curve and the wall-clock axis, on real runs.
+"""The learning-rate curve, the wall-clock axis and the settings-against-accuracy chart, on real runs.
 
 Three runs are trained for real once in this module (`conftest.train_curve_runs`), one epoch on 256
 images each: two on the CIFAR-10 mini subset (BN, one-cycle at 0.01, seeds 0 and 1), one on the
-embedded sample (LRN, one-cycle at 0.02, the conv layers at half the rate). The builders are checked against what their run folders hold, then the
-Train and Compare pages through AppTest, the charts found by their keys.
+embedded sample (LRN, one-cycle at 0.02, the conv layers at half the rate). The builders are checked
+against what their run folders hold, then the Train and Compare pages through AppTest, the charts
+found by their keys.
 """
 from __future__ import annotations
 
 import base64
 import json
+import math
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +20,7 @@ import pytest
 from conftest import train_curve_runs
 from streamlit.testing.v1 import AppTest
 
-from alexnet import charts
+from alexnet import charts, compare
 from alexnet import runs as run_records
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
@@ -85,8 +87,10 @@ def test_the_rate_caption_says_whose_rate_a_scaled_or_frozen_run_logs(runs):
     configs = {name: run.config for name, run in runs.items()}
     text = charts.rate_caption(configs)
     assert "sample-lrn (0.5×)" in text and "the head's" in text and "mini-bn" not in text
-    assert charts.rate_caption({"mini-bn-s0": configs["mini-bn-s0"]}) == "The learning rate each logged step trained with."
-    frozen = charts.rate_caption({"tuned": {**configs["mini-bn-s0"], "freeze_features": True, "features_lr_scale": 0.1}})
+    plain = charts.rate_caption({"mini-bn-s0": configs["mini-bn-s0"]})
+    assert plain == "The learning rate each logged step trained with."
+    tuned = {**configs["mini-bn-s0"], "freeze_features": True, "features_lr_scale": 0.1}
+    frozen = charts.rate_caption({"tuned": tuned})
     assert "tuned are frozen" in frozen and "0.1×" not in frozen
 
 
@@ -122,6 +126,52 @@ def test_an_older_record_without_wall_times_is_named_and_left_off_that_axis_only
     on_time = charts.curves_figure(events, "acc", "time")
     assert "old-run · validation" in {t.name for t in on_time.data}
     assert charts.rate_figure({old.name: old.metrics}, "wall").layout.annotations[0].text == "no points yet"
+
+
+def test_settings_against_accuracy_of_real_runs(runs, tmp_path):
+    stopped = shutil.copytree(runs["mini-bn-s1"].path, tmp_path / "stopped-run")  # as if stopped before the end
+    run_records.atomic_write_json(stopped / "status.json", {**runs["mini-bn-s1"].status, "state": "stopped"})
+    (stopped / "result.json").unlink()
+    chosen = [runs["mini-bn-s0"], runs["sample-lrn"], run_records.load_run(stopped)]
+    plot = compare.settings_against_accuracy(chosen)
+    assert plot.runs == ["mini-bn-s0", "sample-lrn"]  # the stopped run has no test accuracy to show
+    assert plot.accuracy == [runs[n].result["test_accuracy"] for n in plot.runs]
+    axes = {a.key: a for a in plot.axes}
+    # The keys that differ, and first the test sets, which differ too: 1,017 images of the subset, 972 of the sample.
+    assert list(axes) == ["test set", "norm", "features_lr_scale", "data_dir", "lr"]  # in the config's order
+    assert axes["test set"].labels == ["CIFAR-10 subset (6,102 images)", "embedded sample (2,972 images)"]
+    assert (axes["norm"].labels, axes["norm"].values, axes["norm"].ticks) == (["bn", "lrn"], [0.0, 1.0], [0.0, 1.0])
+    assert (axes["lr"].values, axes["lr"].labels, axes["lr"].log) == ([0.01, 0.02], ["0.01", "0.02"], False)
+    data_dir = axes["data_dir"]  # a long path keeps its end
+    path_label, none_label = (data_dir.labels[int(v)] for v in data_dir.values)
+    assert path_label == "…" + runs["mini-bn-s0"].config["data_dir"][-31:] and none_label == "none"
+    assert compare.settings_against_accuracy([runs["mini-bn-s0"]]).axes == []  # one run: nothing differs
+    steps = compare.setting_axis("lr", [1e-4, 1e-3, 0.05])
+    assert steps.log and steps.values == pytest.approx([-4, -3, math.log10(0.05)]) and steps.labels == [
+        "0.0001", "0.001", "0.05"]
+
+
+def test_settings_figure_draws_parallel_coordinates_or_a_scatter(runs):
+    plot = compare.settings_against_accuracy([runs["mini-bn-s0"], runs["sample-lrn"]])
+    fig = charts.settings_figure(plot)
+    (trace,) = fig.data
+    assert trace.type == "parcoords"
+    labels = [d.label for d in trace.dimensions]
+    assert labels == [a.key for a in plot.axes] + ["test accuracy"]  # accuracy last
+    assert list(trace.dimensions[-1].values) == plot.accuracy and trace.dimensions[-1].tickformat == ".1%"
+    norm = trace.dimensions[labels.index("norm")]
+    assert list(norm.ticktext) == ["bn", "lrn"] and list(norm.tickvals) == [0.0, 1.0]
+    assert list(trace.line.color) == plot.accuracy and trace.line.showscale
+    assert trace.line.colorbar.orientation == "h"  # under the plot, as every colour bar here
+    one = compare.SettingsAgainstAccuracy(plot.runs, plot.accuracy, [a for a in plot.axes if a.key == "norm"])
+    scatter = charts.settings_figure(one, colors={"mini-bn-s0": "#1f77b4"})
+    (points,) = scatter.data
+    assert points.type == "scatter" and list(points.y) == plot.accuracy and list(points.x) == [0.0, 1.0]
+    assert list(points.marker.color) == ["#1f77b4", charts.run_color("sample-lrn")]
+    assert list(scatter.layout.xaxis.ticktext) == ["bn", "lrn"] and scatter.layout.xaxis.title.text == "norm"
+    assert [list(c) for c in points.customdata] == [["mini-bn-s0", "bn"], ["sample-lrn", "lrn"]]
+    none = charts.settings_figure(compare.SettingsAgainstAccuracy(plot.runs, plot.accuracy, []))
+    assert not none.data and "no settings differ" in none.layout.annotations[0].text
 
 
 # ---------------------------------------------------------------- the pages
@@ -186,10 +236,11 @@ def test_train_page_names_an_older_run_that_the_wall_clock_leaves_out(pages_env,
     assert charts_by_key(at)["train.chart.lr"]["data"] == []
     at.segmented_control(key="train.x").set_value("step").run()
     assert "Not on the" not in captions(at)
-    assert array(charts_by_key(at)["train.chart.lr"]["data"][0]["x"]) == [e["global_step"] for e in runs["mini-bn-s0"].steps()]
+    steps = [e["global_step"] for e in runs["mini-bn-s0"].steps()]
+    assert array(charts_by_key(at)["train.chart.lr"]["data"][0]["x"]) == steps
 
 
-def test_compare_page_shows_every_runs_rate_in_its_colour(pages_env, runs):
+def test_compare_page_shows_every_runs_rate_and_their_settings_against_accuracy(pages_env, runs):
     at = open_page("pages/compare.py")
     at.multiselect(key="compare.runs").set_value(["mini-bn-s0", "sample-lrn"]).run()
     figures = charts_by_key(at)
@@ -200,7 +251,31 @@ def test_compare_page_shows_every_runs_rate_in_its_colour(pages_env, runs):
     for name, trace in rates.items():
         assert array(trace["y"]) == [e["lr"] for e in runs[name].steps()]
         assert trace["line"]["color"] == loss_colors[name]  # a run's colour on every chart
-    assert "0.5×" in captions(at)
+    (lines,) = figures["compare.settings"]["data"]
+    assert lines["type"] == "parcoords"
+    plot = compare.settings_against_accuracy([runs["mini-bn-s0"], runs["sample-lrn"]])
+    assert [d["label"] for d in lines["dimensions"]] == [a.key for a in plot.axes] + ["test accuracy"]
+    assert array(lines["dimensions"][-1]["values"]) == pytest.approx(plot.accuracy)
+    assert "0.5×" in captions(at) and "A line a run" in captions(at)
+
+
+def test_compare_settings_of_every_finished_run_and_a_scatter_for_one_setting(pages_env, runs):
+    at = open_page("pages/compare.py")
+    at.multiselect(key="compare.runs").set_value(["mini-bn-s0"]).run()
+    assert "Needs two finished runs or more: 1 among the chosen runs." in captions(at)
+    assert "compare.settings" not in charts_by_key(at)
+    at.toggle(key="compare.settings_all").set_value(True).run()
+    assert not at.exception
+    (lines,) = charts_by_key(at)["compare.settings"]["data"]
+    assert lines["type"] == "parcoords" and len(array(lines["dimensions"][-1]["values"])) == 3
+    assert "seed" in [d["label"] for d in lines["dimensions"]]
+    at.toggle(key="compare.settings_all").set_value(False)
+    at.multiselect(key="compare.runs").set_value(["mini-bn-s0", "mini-bn-s1"]).run()  # they differ in the seed alone
+    spec = charts_by_key(at)["compare.settings"]
+    (points,) = spec["data"]
+    assert points["type"] == "scatter" and array(points["x"]) == [0.0, 1.0]
+    assert array(points["y"]) == pytest.approx([runs[f"mini-bn-s{s}"].result["test_accuracy"] for s in (0, 1)])
+    assert spec["layout"]["xaxis"]["title"]["text"] == "seed" and "A point a run" in captions(at)
 
 
 def test_compare_page_wall_clock_names_the_older_run(pages_env, runs):

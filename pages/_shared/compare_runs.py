@@ -42,6 +42,28 @@ def draw_curves(chosen: list[run_records.Run], colors: dict[str, str]) -> None:
     draw_seed_bands(chosen)
 
 
+def draw_settings(root, chosen: list[run_records.Run], colors: dict[str, str]) -> None:
+    """The finished runs' differing settings against their test accuracy: the chosen runs, or every finished run."""
+    st.subheader("Settings against test accuracy")
+    every = st.toggle("All finished runs", key="compare.settings_all", persist_state="session",
+                      help="Every finished run in the runs folder, not only the chosen ones.")
+    plot = compare.settings_against_accuracy(run_records.list_runs(root) if every else chosen)
+    if len(plot.runs) < 2:
+        st.caption(f"Needs two finished runs or more: {len(plot.runs) or 'none'} "
+                   f"{'in the runs folder' if every else 'among the chosen runs'}.")
+        return
+    if not plot.axes:
+        st.caption("These finished runs share every setting that changes a result: nothing to set against their "
+                   "accuracy.")
+        return
+    st.plotly_chart(charts.settings_figure(plot, colors=colors), key="compare.settings",
+                    config=charts.png_config("compare-settings"))
+    st.caption("A line a run, through its value of each setting that differs and then its test accuracy, coloured "
+               "by that accuracy; drag along an axis to pick the runs in a range." if len(plot.axes) > 1 else
+               "A point a run, in its colour: its test accuracy against the one setting that differs (hover names "
+               "the run).")
+
+
 def draw_seed_bands(chosen: list[run_records.Run]) -> None:
     """Runs that differ only by seed, as one mean curve with its spread, on request."""
     groups = compare.group_by_seed(chosen)
@@ -123,7 +145,9 @@ def draw_exports(chosen: list[run_records.Run], rows: list[dict]) -> None:
 def compare_view(root, names: tuple[str, ...], active_when_drawn: frozenset[str]) -> None:
     chosen = [run_records.load_run(root / n) for n in names if (root / n).is_dir()]
     rerun_if_changed(frozenset(r.name for r in chosen if r.state in ACTIVE), active_when_drawn)
-    draw_curves(chosen, charts.distinct_colors(names))
+    colors = charts.distinct_colors(names)
+    draw_curves(chosen, colors)
+    draw_settings(root, chosen, colors)
     st.subheader("Summary")
     rows = draw_table(chosen)
     draw_config_diff(chosen)
