@@ -25,6 +25,7 @@ from plotly.subplots import make_subplots
 
 from .compare import SettingsAgainstAccuracy, mean_band
 from .norms import NORM_SHORT_LABELS
+from .smoothing import smooth
 
 __all__ = ["PALETTE", "run_color", "smooth", "Series", "curve_series", "curves_figure", "legend_below",
            "rate_series", "rate_figure", "rate_caption", "runs_off_axis", "X_AXES",
@@ -34,7 +35,9 @@ __all__ = ["PALETTE", "run_color", "smooth", "Series", "curve_series", "curves_f
            # comparing runs and the architecture diagram (Compare and Home pages)
            "confusion_figure", "per_class_figure", "seed_band_figure", "architecture_figure", "layer_labels",
            "png_config", "NORM_COLORS", "distinct_colors", "replication_figure", "SHORT_CLASS_NAMES",
-           "settings_figure", "ACCURACY_SCALE"]
+           "settings_figure", "ACCURACY_SCALE",
+           # what a norm layer does (Explain page)
+           "norm_statistics_figure"]
 
 # Distinct, readable on white: Plotly's ten, then D3's and Dark24's further hues.
 PALETTE: tuple[str, ...] = tuple(dict.fromkeys(qualitative.Plotly + qualitative.D3 + qualitative.Dark24))
@@ -48,25 +51,6 @@ X_KEYS = {"epoch": "epoch", "step": "global_step", "time": "time", "wall": "wall
 def run_color(name: str) -> str:
     """The run's colour: a hash of its name, so it is the same on every page, in every session."""
     return PALETTE[zlib.crc32(name.encode()) % len(PALETTE)]
-
-
-def smooth(values: Sequence[float], weight: float) -> list[float]:
-    """Exponential moving average, debiased as TensorBoard does (the first points are not pulled to 0).
-
-    `weight` in [0, 1): 0 returns the values unchanged. Non-finite values pass through and do not
-    poison the average.
-    """
-    if not 0 <= weight < 1:
-        raise ValueError(f"smoothing must be in [0, 1), got {weight}")
-    out, last, count = [], 0.0, 0
-    for v in values:
-        if not math.isfinite(v):
-            out.append(v)
-            continue
-        last = last * weight + (1 - weight) * v
-        count += 1
-        out.append(last / (1 - weight ** count))
-    return out
 
 
 @dataclass
@@ -368,17 +352,19 @@ def mosaic_figure(mosaic: np.ndarray, title: str | None = None, diverging: bool 
 
 
 def feature_maps_figure(maps: np.ndarray, channels: Sequence[int], columns: int = 8, per_map_scale: bool = False,
-                        title: str | None = None, height: int | None = None) -> go.Figure:
+                        title: str | None = None, height: int | None = None, signed: bool = False) -> go.Figure:
     """Feature maps (C x H x W, in the order given) as one grid; hover names each pixel's channel.
 
     One colour scale for all maps by default, so weak channels look weak; `per_map_scale`
-    stretches each to its own maximum to show the shape of weak ones. The colour bar lies under the grid;
-    height: `fit_height` of the grid unless given.
+    stretches each to its own maximum to show the shape of weak ones. `signed` maps (after a BN, which
+    can turn values negative) get a red-blue scale with white at zero instead of viridis from zero.
+    The colour bar lies under the grid; height: `fit_height` of the grid unless given.
     """
     count, h, w = maps.shape
     columns = max(1, min(columns, count))
     rows = -(-count // columns)
-    values = maps / np.maximum(maps.reshape(count, -1).max(axis=1), 1e-12)[:, None, None] if per_map_scale else maps
+    peaks = np.abs(maps).reshape(count, -1).max(axis=1) if signed else maps.reshape(count, -1).max(axis=1)
+    values = maps / np.maximum(peaks, 1e-12)[:, None, None] if per_map_scale else maps
     grid = np.full((rows * (h + 1) - 1, columns * (w + 1) - 1), np.nan, dtype=np.float32)
     labels = np.full(grid.shape, -1, dtype=np.int64)
     for i in range(count):
@@ -387,7 +373,11 @@ def feature_maps_figure(maps: np.ndarray, channels: Sequence[int], columns: int 
         labels[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = channels[i]
     bar = dict(_BAR_BELOW, title=dict(text="of max" if per_map_scale else "activation", side="right"),
                tickformat=".2~g")
-    fig = go.Figure(go.Heatmap(z=grid, customdata=labels, colorscale=ACTIVATION_SCALE, zmin=0, colorbar=bar,
+    finite = np.abs(values[np.isfinite(values)])
+    peak = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    scale = dict(colorscale=SIGNED_SCALE, zmid=0, zmin=-peak, zmax=peak) if signed else \
+        dict(colorscale=ACTIVATION_SCALE, zmin=0)
+    fig = go.Figure(go.Heatmap(z=grid, customdata=labels, colorbar=bar, **scale,
                                hovertemplate="channel %{customdata}<br>%{z:.3g}<extra></extra>"))
     return _picture_layout(fig, title, height or fit_height(*grid.shape, extra=(30 if title else 0) + 45))
 
@@ -452,17 +442,21 @@ SHORT_CLASS_NAMES = {"airplane": "plane", "automobile": "auto"}  # CIFAR-10's tw
 
 
 def confusion_figure(matrix: Sequence[Sequence[int]], classes: Sequence[str], title: str | None = None,
-                     height: int | None = None) -> go.Figure:
-    """A confusion matrix as row shares (each true class sums to 100%) on a fixed 0-100% scale, counts on hover.
+                     height: int | None = None, cells: str = "shares") -> go.Figure:
+    """A confusion matrix as row shares (each true class sums to 100%) on a fixed 0-100% scale; hover gives both
+    the count and the share.
 
-    Fixed scale, so two runs' matrices side by side can be compared by eye. Cells are written at 11 px (empty
-    below 0.5%); the classes are named upright and short ("plane", "auto"; hover gives full names),
-    and the colour bar lies under the matrix, so a half-width column still gives the cells room.
-    Height: about 40 px a class unless given.
+    Fixed scale, so two runs' matrices side by side can be compared by eye. Cells are written at 11 px: the share
+    (empty below 0.5%), or with `cells="counts"` the number of images (empty at 0); the classes are named
+    upright and short ("plane", "auto"; hover gives full names), and the colour bar lies under the matrix, so
+    a half-width column still gives the cells room. Height: about 40 px a class unless given.
     """
     counts = np.asarray(matrix, dtype=float)
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    text = [[f"{v:.0%}" if v >= 0.005 else "" for v in row] for row in shares]
+    if cells == "counts":
+        text = [[f"{int(v):,}" if v else "" for v in row] for row in counts]
+    else:
+        text = [[f"{v:.0%}" if v >= 0.005 else "" for v in row] for row in shares]
     names = list(classes)
     fig = go.Figure(go.Heatmap(
         z=shares, x=names, y=names, zmin=0, zmax=1, colorscale="Blues", text=text,
@@ -717,4 +711,92 @@ def replication_figure(rows: Sequence[Mapping], height: int | None = None) -> go
                       margin=dict(l=10, r=50, t=10, b=10), xaxis=dict(range=[0, 1], tickformat=".0%",
                                                                       title="CIFAR-10 accuracy"))
     fig.update_yaxes(range=[top, 0], showticklabels=False, showgrid=False, zeroline=False, fixedrange=True)
+    return fig
+
+
+# ---- What a norm layer does (Explain page) ----
+
+
+def norm_statistics_figure(statistics: Mapping[str, Mapping[str, np.ndarray]], colors: Mapping[str, str] | None = None,
+                           height: int = 330) -> go.Figure:
+    """Each channel's mean (left) and standard deviation (right) over its map, before the norm (x) against after
+    it (y), one point a channel, one colour a model; the dashed diagonal is 'unchanged'.
+
+    statistics: {model label: `NormStage.statistics()`}.
+    """
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("channel mean", "channel standard deviation"),
+                        horizontal_spacing=0.12)
+    for n, (label, stats) in enumerate(statistics.items()):
+        color = (colors or {}).get(label) or PALETTE[n % len(PALETTE)]
+        for col, what in ((1, "mean"), (2, "std")):
+            before, after = stats[f"{what}_before"], stats[f"{what}_after"]
+            fig.add_trace(go.Scatter(
+                x=before, y=after, mode="markers", name=label, legendgroup=label, showlegend=col == 1,
+                marker=dict(color=color, size=6, opacity=0.7), customdata=np.arange(len(before)),
+                hovertemplate=f"<b>{label}</b><br>channel %{{customdata}}<br>before %{{x:.3g}}<br>after %{{y:.3g}}"
+                              "<extra></extra>"), row=1, col=col)
+            low = float(min(before.min(initial=0), after.min(initial=0)))
+            high = float(max(before.max(initial=0), after.max(initial=0)))
+            fig.add_trace(go.Scatter(x=[low, high], y=[low, high], mode="lines", showlegend=False, hoverinfo="skip",
+                                     line=dict(color="#999", dash="dash", width=1)), row=1, col=col)
+    fig.update_xaxes(title_text="before the norm")
+    fig.update_yaxes(title_text="after the norm", col=1)
+    fig.update_layout(height=height, template="plotly_white", margin=dict(l=10, r=10, t=30, b=10),
+                      legend=legend_below())
+    return fig
+
+
+# ---- Learning-rate range tests (Train and Compare pages) ----
+__all__ += ["range_test_figure"]
+
+
+def _shown_losses(curves: Mapping[str, Mapping]) -> tuple[float, float] | None:
+    """The loss range worth drawing: from the lowest smoothed loss to a little above the loss before each minimum
+    (a diverged tail reaches 1e29 and would flatten the rest)."""
+    low, high = math.inf, -math.inf
+    for c in curves.values():
+        values = [v for v in c["smoothed"] if isinstance(v, (int, float)) and math.isfinite(v)]
+        if not values:
+            continue
+        at = values.index(min(values))
+        low, high = min(low, values[at]), max(high, max(values[:at + 1]))
+    if not math.isfinite(low):
+        return None
+    return low - 0.1 * (high - low) - 0.02, high + 0.35 * (high - low) + 0.02
+
+
+def range_test_figure(curves: Mapping[str, Mapping], colors: Mapping[str, str] | None = None,
+                      title: str | None = None, height: int = 380) -> go.Figure:
+    """Loss against learning rate on a log axis, one line per range test (`RangeTest.to_dict()`s by label).
+
+    The smoothed loss as the line, the measured one faint behind it; each suggestion a diamond with its rate.
+    """
+    fig = go.Figure()
+    for label, c in curves.items():
+        color = (colors or {}).get(label) or run_color(label)
+        fig.add_trace(go.Scatter(x=c["rates"], y=c["losses"], mode="lines", name=f"{label} (measured)",
+                                 legendgroup=label, showlegend=False, opacity=0.3, line=dict(color=color, width=1),
+                                 hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=c["rates"], y=c["smoothed"], mode="lines", name=label, legendgroup=label,
+                                 line=dict(color=color, width=2),
+                                 hovertemplate=f"<b>{label}</b><br>rate %{{x:.3g}}<br>smoothed loss %{{y:.3f}}"
+                                               "<extra></extra>"))
+        rate = c.get("suggestion")
+        if rate:
+            nearest = min(range(len(c["rates"])), key=lambda i: abs(math.log(c["rates"][i] / rate)))
+            fig.add_trace(go.Scatter(
+                x=[rate], y=[c["smoothed"][nearest]], mode="markers+text", name=f"{label}: suggested {rate:.3g}",
+                legendgroup=label, text=[f"{rate:.3g}"], textposition="top center", textfont=dict(color=color),
+                marker=dict(color=color, size=12, symbol="diamond", line=dict(color="white", width=1)),
+                hovertemplate=f"<b>{label}</b><br>suggested peak rate {rate:.3g}<extra></extra>"))
+    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+                      legend=legend_below(), template="plotly_white", hovermode="closest",
+                      xaxis=dict(type="log", title="learning rate (log scale)", exponentformat="power"),
+                      yaxis=dict(title="training loss (smoothed)"))
+    shown = _shown_losses(curves)
+    if shown:
+        fig.update_yaxes(range=list(shown))
+    if not fig.data:
+        fig.add_annotation(text="no range test yet", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
+                           font=dict(size=16, color="grey"))
     return fig

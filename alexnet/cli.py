@@ -10,13 +10,14 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Sequence
 
+import torch
 from tqdm import tqdm
 
-from . import distributed, experiment, imagenet
+from . import analysis, analysis_jobs, distributed, experiment, imagenet, lr_finder, lr_search
 from . import runs as run_records
 from .checkpoints import load_model
 from .config import PRECISIONS, TrainConfig
-from .data import SAMPLE_DIR, download_cifar10, load_cifar10, resolve_dataset, write_sample
+from .data import SAMPLE_DIR, download_cifar10, load_cifar10, resolve_dataset, source_at, write_sample
 from .experiment import COMPARABLE_VARIANTS, RECIPES, ExperimentPlan
 from .flags import add_field_flags, field_flags, given_values
 from .images import ImageError, load_image
@@ -26,6 +27,7 @@ from .norms import NORMS
 from .predict import DEMO_WEIGHTS, predict_images
 from .presets import PRESETS, get as get_preset
 from .train import evaluate, pick_device, train
+from .visualize import STEPS, Objective
 
 __all__ = ["main", "build_parser", "train_config", "experiment_plan", "experiment_command", "EXPERIMENT_FLAG_NAMES"]
 
@@ -172,16 +174,21 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weights_for(args: argparse.Namespace) -> Path:
+    """--run's weights, else the --weights file, else the demo model's."""
+    if args.run:
+        return run_records.runs_root(args.runs) / run_records.check_name(args.run) / "weights.safetensors"
+    if args.weights:
+        return Path(args.weights)
+    return DEMO_WEIGHTS
+
+
 def _model_for(args: argparse.Namespace):
     if getattr(args, "imagenet", False):
         if args.run:
             raise ValueError("--imagenet uses torchvision's ImageNet weights: name their file with --weights, not --run")
         return imagenet.load_pretrained(args.weights), imagenet.weights_file(args.weights)
-    path = Path(args.weights) if args.weights else None
-    if args.run:
-        path = run_records.runs_root(args.runs) / run_records.check_name(args.run) / "weights.safetensors"
-    if path is None:
-        path = DEMO_WEIGHTS
+    path = _weights_for(args)
     return load_model(path), path
 
 
@@ -208,6 +215,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_analyse(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    weights = _weights_for(args)
+    if args.data:
+        source = source_at(args.data)
+    else:  # a run is analysed on the dataset it was trained on
+        config = run_records.read_json(weights.parent / "config.json", {}) if args.run else {}
+        source = resolve_dataset((config or {}).get("data_dir"))
+    objective = None
+    if args.task == "maximise":
+        if (args.klass is None) == (args.layer is None or args.channel is None):
+            raise ValueError("maximise needs --layer and --channel, or --class")
+        objective = Objective(klass=args.klass) if args.klass is not None else Objective(args.layer, args.channel)
+    task = analysis_jobs.Task(args.task, objective, args.steps)
+    print(analysis_jobs.compute(analysis.subject(weights, source, args.runs), task, args.device))
+    return 0
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     if args.imagenet:
         print(f"torchvision's ImageNet AlexNet in {imagenet.download(progress=not args.quiet)}")
@@ -231,21 +257,25 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_experiment(args: argparse.Namespace) -> int:
     root = run_records.runs_root(args.runs)
     if args.list:
-        found = experiment.list_experiments(root)
-        if not found:
-            print(f"no experiments in {experiment.experiments_dir(root)}")
-        for e in found:
-            summary = experiment.summarize(e, root)
-            print(f"{e.name:32} {e.plan['variant']:6} {e.recipe:9} {len(e.seeds)} seed(s)  "
-                  f"{summary.finished}/{summary.total} finished")
-        return 0
+        return _list_experiments(root)
     if args.report:
         print(experiment.report(experiment.summarize(experiment.load(root, args.report), root)))
         return 0
+    if args.resume:  # what a tuned experiment's background process runs; by hand, it continues a stopped one
+        launched = experiment.conduct(root, args.resume, stop=_install_stop_handlers())
+        summary = experiment.summarize(launched, root)
+        print(experiment.report(summary) if summary.search and summary.search["state"] != "finished" else
+              f"experiment {launched.name}: {len(launched.runs)} runs queued")
+        return _wait_for(launched, root, args) if args.wait else 0
     plan = experiment_plan(args)
     launched = experiment.launch(plan, root, name=args.name)
-    print(f"experiment {launched.name}: {len(launched.runs)} runs queued on one device "
-          f"({plan.variant} variant, {plan.epochs} epochs, seeds {launched.seeds}, recipe '{plan.recipe}')")
+    what = f"({plan.variant} variant, {plan.epochs} epochs, seeds {launched.seeds}, recipe '{plan.recipe}')"
+    if launched.search is not None:
+        print(f"experiment {launched.name}: searching each norm's learning rate in the background (range test, "
+              f"{experiment.search_settings(plan).describe()} on the training split), then {2 * plan.seeds} runs "
+              f"queued on one device {what}")
+    else:
+        print(f"experiment {launched.name}: {len(launched.runs)} runs queued on one device {what}")
     print(f"  {launched.recipe_description}")
     for r in launched.runs:
         print(f"  {r['run']}")
@@ -253,9 +283,26 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         print(f"they train in the background; the Compare page shows them, or: python -m alexnet experiment "
               f"--report {launched.name}")
         return 0
+    return _wait_for(launched, root, args)
 
-    def progress(summary) -> None:
-        print("  " + ", ".join(f"{n} {s}" for s, n in sorted(summary.states.items())), file=sys.stderr)
+
+def _list_experiments(root: Path) -> int:
+    found = experiment.list_experiments(root)
+    if not found:
+        print(f"no experiments in {experiment.experiments_dir(root)}")
+    for e in found:
+        summary = experiment.summarize(e, root)
+        print(f"{e.name:32} {e.plan['variant']:6} {e.recipe:9} {len(e.seeds)} seed(s)  "
+              f"{summary.finished}/{summary.total} finished")
+    return 0
+
+
+def _wait_for(launched: experiment.Experiment, root: Path, args: argparse.Namespace) -> int:
+    """Wait for an experiment's search and runs, saying each change of state; then its report."""
+    def progress(summary: experiment.ExperimentSummary) -> None:
+        search = summary.search
+        said = [f"search {search['state']}"] if search and search["state"] != "finished" else []
+        print("  " + ", ".join(said + [f"{n} {s}" for s, n in sorted(summary.states.items())]), file=sys.stderr)
 
     try:
         summary = experiment.wait(launched, root, timeout=args.timeout, on_change=progress)
@@ -264,7 +311,38 @@ def cmd_experiment(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 130
     print(experiment.report(summary))
-    return 0 if summary.finished == summary.total else 1
+    return 0 if summary.total and summary.finished == summary.total else 1
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    stop = _install_stop_handlers()
+    if args.job:  # the Train page's background test: kept in the runs folder
+        print(lr_search.run_job(args.runs, args.job, stop).summary())
+        return 0
+    base = get_preset(args.preset).config().to_dict() if args.preset else {}
+    config = TrainConfig.from_dict({**base, **given_values(args, TrainConfig)}).validate()
+    settings = lr_finder.RangeTestSettings(args.start, args.end, args.steps, args.smoothing,
+                                           args.divergence).validate()
+    bar = None if args.quiet or args.json else _RangeTestBar(settings.steps)
+    result = lr_finder.range_test(config, settings, on_step=bar, stop=stop)
+    if bar:
+        bar.close()
+    print(json.dumps(result.to_dict(), indent=1) if args.json else lr_finder.report(result))
+    return 0
+
+
+class _RangeTestBar:
+    """A one-line progress bar on stderr for a range test's steps."""
+
+    def __init__(self, steps: int) -> None:
+        self.bar = tqdm(total=steps, unit="step", file=sys.stderr, dynamic_ncols=True)
+
+    def __call__(self, step: int, rate: float, loss: float, smoothed: float) -> None:
+        self.bar.update(step - self.bar.n)
+        self.bar.set_postfix(lr=f"{rate:.2g}", loss=f"{smoothed:.3f}")
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 AddParser = Callable[..., argparse.ArgumentParser]  # a subparsers object's add_parser
@@ -312,10 +390,30 @@ def _model_parsers(add_parser: AddParser) -> None:
         p.set_defaults(func=func)
 
 
+def _analyse_parser(add_parser: AddParser) -> None:
+    p = add_parser("analyse", help="test-set probabilities, top-nine images or activation maximisation of a "
+                   "model, kept in its analysis folder", description=
+                   "What the Evaluate page computes in the background, kept for the next visit: a run's in "
+                   "runs/NAME/analysis/, other weights' in the runs folder's .analysis/ (by the file's hash).")
+    p.add_argument("task", choices=list(analysis_jobs.KINDS),
+                   help="probabilities: every test image's; top-images: the nine test images that excite each "
+                        "channel of each conv layer most; maximise: a picture that excites a channel or a class")
+    p.add_argument("--run", help="a run name in the runs folder")
+    p.add_argument("--weights", help="a .safetensors (or weights-only .pt) file; default: the demo model")
+    p.add_argument("--data", help="dataset folder (default: the run's, else $ALEXNET_DATA, usual places, sample)")
+    p.add_argument("--layer", help="maximise: conv1..conv5")
+    p.add_argument("--channel", type=int, help="maximise: the layer's channel")
+    p.add_argument("--class", dest="klass", type=int, help="maximise: a class index instead of a channel")
+    p.add_argument("--steps", type=int, default=STEPS, help=f"maximise: Adam steps (default: the app's, {STEPS})")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads; 0 = torch's default")
+    p.set_defaults(func=cmd_analyse)
+
 def _experiment_parser(add_parser: AddParser) -> None:
     p = add_parser("experiment", help="paired LRN-versus-BN runs over seeds, and their verdict", description=
                    "Queue one run per norm (LRN, BN) and seed: same variant, data order, seed and schedule, "
-                   "differing only in the norm (or, with --recipe, in each norm's optimizer settings). "
+                   "differing in the norm and, by default (recipe tuned), in the peak learning rate that the same "
+                   "range test found for each norm first (or, with another --recipe, in what that recipe names). "
                    "Runs take turns on the one device; --wait prints the comparison when they end.")
     add_field_flags(p, ExperimentPlan, EXPERIMENT_FLAG_NAMES, choices={
         "variant": COMPARABLE_VARIANTS, "recipe": {k: v.title for k, v in RECIPES.items()}, "precision": PRECISIONS})
@@ -323,8 +421,32 @@ def _experiment_parser(add_parser: AddParser) -> None:
     p.add_argument("--wait", action="store_true", help="wait for the runs and print the comparison")
     p.add_argument("--timeout", type=float, default=24 * 3600, help="seconds --wait waits at most")
     p.add_argument("--report", metavar="NAME", help="print an existing experiment's comparison")
+    p.add_argument("--resume", metavar="NAME", help="continue an experiment whose search or queueing stopped: "
+                   "the range tests not yet recorded, then the runs not yet queued")
     p.add_argument("--list", action="store_true", help="list the experiments")
     p.set_defaults(func=cmd_experiment)
+
+
+def _lr_find_parser(add_parser: AddParser) -> None:
+    defaults = lr_finder.RangeTestSettings()
+    p = add_parser("lr-find", help="a learning-rate range test: loss against rate, and a suggested peak rate",
+                   description="Train a config's model for a few steps on the training split while its learning "
+                   "rate rises exponentially from --start to --end (no schedule), then print the smoothed loss "
+                   f"against the rate and the suggested peak rate: {lr_finder.RULE_TEXT}. Every TrainConfig field "
+                   "is a flag, as for train. Writes nothing.")
+    p.add_argument("--preset", choices=list(PRESETS), help="start from a named recipe; other flags override it")
+    add_field_flags(p, TrainConfig)
+    p.add_argument("--start", type=float, default=defaults.start, help="the first step's rate")
+    p.add_argument("--end", type=float, default=defaults.end, help="the last step's rate")
+    p.add_argument("--steps", type=int, default=defaults.steps, help="steps from start to end, one batch each")
+    p.add_argument("--smoothing", type=float, default=defaults.smoothing,
+                   help="weight of the debiased exponential average of the losses")
+    p.add_argument("--divergence", type=float, default=defaults.divergence,
+                   help="stop once the smoothed loss exceeds this many times its minimum")
+    p.add_argument("--json", action="store_true", help="print the whole curve as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--job", help=argparse.SUPPRESS)  # lr_search.start's background process
+    p.set_defaults(func=cmd_lr_find)
 
 
 def _data_parsers(add_parser: AddParser) -> None:
@@ -353,7 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m alexnet", description=__doc__)
     parser.add_argument("--runs", default=None, help="runs folder (default: $ALEXNET_RUNS or ./runs)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_train_parser, _runs_and_summary_parsers, _model_parsers, _experiment_parser, _data_parsers):
+    for add in (_train_parser, _runs_and_summary_parsers, _model_parsers, _analyse_parser, _experiment_parser,
+                _lr_find_parser,
+                _data_parsers):
         add(sub.add_parser)
     return parser
 

@@ -92,6 +92,13 @@ def _batches_folder(path: Path) -> Path | None:
     return None
 
 
+def batches_folder(path: str | Path) -> Path | None:
+    """The folder of CIFAR-10's python batches that `path` names (itself or its cifar-10-batches-py), else None;
+    reads no pixels, so it can name a dataset on every rerun of a page."""
+    folder = _batches_folder(Path(path).expanduser())
+    return folder.resolve() if folder is not None else None
+
+
 def _count_batches(folder: Path) -> tuple[int, int]:
     """Image counts without reading pixels: the batches' sizes differ only by subset."""
     train = sum(_read_batch(p)[1].size for p in sorted(folder.glob("data_batch_*")))
@@ -147,6 +154,22 @@ def resolve_dataset(data_dir: str | Path | None = None) -> DatasetSource:
     looked = ", ".join(str(p) for p in usual_places())
     raise DatasetMissing(f"no CIFAR-10 found (looked in {looked}) and the embedded sample {SAMPLE_DIR} is missing. "
                          f"Point --data or ${ENV_VAR} at a folder, or run `python -m alexnet download`.")
+
+
+def source_at(folder: str | Path) -> DatasetSource:
+    """The dataset in one folder, named as `resolve_dataset` names it: CIFAR-10's batches (the full set or a
+    subset) or the embedded sample's files. Lets another process be told exactly which dataset to read."""
+    path = Path(folder).expanduser()
+    sample = _sample_source(path)
+    if sample is not None:
+        return sample
+    batches = _batches_folder(path)
+    if batches is None:
+        raise DatasetMissing(f"{path} holds neither CIFAR-10's python batches nor the embedded sample")
+    try:
+        return _source_for(batches)
+    except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as err:
+        raise DatasetMissing(f"the dataset folder {batches} cannot be read: {err}") from err
 
 
 def _read_sample(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -308,7 +331,13 @@ def to_model_input(x: torch.Tensor, input_size: int, mean: Stats = CIFAR10_MEAN,
 
     `mean`/`std` are the model's (`normalization(model)`); CIFAR-10's unless it was pretrained elsewhere.
     """
-    out = normalize(x.float().div_(255), mean, std)
+    return scaled_to_model_input(x.float().div_(255), input_size, mean, std)
+
+
+def scaled_to_model_input(x: torch.Tensor, input_size: int, mean: Stats = CIFAR10_MEAN, std: Stats = CIFAR10_STD
+                          ) -> torch.Tensor:
+    """`to_model_input` for float pictures already in [0, 1] (differentiable: activation maximisation's)."""
+    out = normalize(x, mean, std)
     if out.shape[-1] != input_size:
         out = F.interpolate(out, size=(input_size, input_size), mode="bilinear", align_corners=False)
     return out

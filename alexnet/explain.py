@@ -25,9 +25,6 @@ from torch import nn
 from .inputs import ImageLike, ModelImage, model_image
 from .predict import model_device, model_in_use, probabilities
 
-_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-_HOOK_EXTRAS = ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs")
-
 # Captum says these on every call; both are expected here (hooks are removed, inputs need gradients). The filters
 # are installed once, at import, because warnings filters are one list for the whole process: `catch_warnings()`
 # swaps that list on entry and puts its copy back on exit, so used per call by two sessions' threads at once it
@@ -172,27 +169,16 @@ def map_problem(values: np.ndarray, method: str = "the map") -> str | None:
     return None
 
 
-def hook_count(model: nn.Module) -> int:
-    """Forward, backward and pre-hooks attached to any module of `model` (0 when nothing is left behind)."""
-    return sum(len(getattr(m, d)) for m in model.modules() for d in _HOOK_DICTS)
-
-
 @contextmanager
 def explaining(model: nn.Module) -> Iterator[None]:
-    """Eval mode, one caller, gradients on, and no hook left afterwards."""
-    with model_in_use(model):
-        before = {id(m): {d: set(getattr(m, d)) for d in _HOOK_DICTS} for m in model.modules()}
-        try:
-            with torch.enable_grad():
-                yield
-        finally:
-            for m in model.modules():
-                for d in _HOOK_DICTS:
-                    hooks = getattr(m, d)
-                    for key in set(hooks) - before.get(id(m), {}).get(d, set()):
-                        del hooks[key]
-                        for extra in _HOOK_EXTRAS:   # torch's side tables keyed by the same handle id
-                            getattr(m, extra, {}).pop(key, None)
+    """Eval mode, one caller at a time, gradients on.
+
+    Hooks come and go through their handles: captum removes the ones it adds in its own `finally`, and
+    this package's removes each of its own (tests check that the shared model then behaves exactly as
+    a fresh copy, forward and backward).
+    """
+    with model_in_use(model), torch.enable_grad():
+        yield
 
 
 def class_to_explain(model: nn.Module, image: ImageLike | ModelImage, target: int | None) -> int:

@@ -17,7 +17,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .config import TrainConfig
 from .data import download_target, live_download, write_download_status
@@ -37,7 +37,7 @@ def _try_lock(path: Path):
 
 
 @contextmanager
-def _one_at_a_time(path: Path) -> Iterator[None]:
+def one_at_a_time(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on `path`, waiting for it: one look-then-spawn at a time, across threads
     (two tabs of one server) and processes."""
     with open(path, "a+") as handle:
@@ -63,27 +63,41 @@ def device_lock(root: str | Path | None, writer: RunWriter, stop: threading.Even
         run_handle = _try_lock(writer.path / ".lock")
     if run_handle is None:
         raise RuntimeError(f"run {writer.path.name!r} is already being trained by another process")
+    try:
+        with hold_device(root, writer.path.name, stop, lambda reason: writer.set_status("queued", reason=reason)):
+            yield
+    finally:
+        run_handle.close()
+
+
+@contextmanager
+def hold_device(root: str | Path | None, holder: str, stop: threading.Event,
+                on_wait: Callable[[str], None]) -> Iterator[bool]:
+    """Wait in the queue for the one device, telling `on_wait` why while another process holds it; yields
+    True once this process holds it (named `holder` to those waiting), False if `stop` came first.
+
+    A training run waits here (`device_lock`), and so does a learning-rate range test (`lr_search`).
+    """
     lock_path = runs_root(root) / ".device.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
     handle = None
     try:
         while not stop.is_set():
             handle = _try_lock(lock_path)
             if handle is not None:
                 break
-            writer.set_status("queued", reason=f"waiting for the device: {_holder(lock_path) or 'another run'} "
-                                                "is training")
+            on_wait(f"waiting for the device: {_holder(lock_path) or 'another run'} is training")
             time.sleep(POLL_SECONDS)
         if handle is not None:
             handle.seek(0)
             handle.truncate()
-            handle.write(writer.path.name)
+            handle.write(holder)
             handle.flush()
-        yield
+        yield handle is not None
     finally:
         if handle is not None:
             handle.truncate(0)
             handle.close()
-        run_handle.close()
 
 
 def is_training(root: str | Path | None, name: str) -> bool:
@@ -118,7 +132,7 @@ def start_download(root: str | Path | None = None) -> int:
     """
     target = download_target(root)
     target.mkdir(parents=True, exist_ok=True)
-    with _one_at_a_time(target / ".download.lock"):
+    with one_at_a_time(target / ".download.lock"):
         running = live_download(target)
         if running is not None:
             return running
@@ -151,7 +165,7 @@ def resume(name: str, root: str | Path | None = None) -> int:
     folder = runs_root(root)
     path = folder / check_name(name)
     load_run(path, with_metrics=False)  # says "not a run folder" before a lock file is made anywhere
-    with _one_at_a_time(path / ".resume.lock"):
+    with one_at_a_time(path / ".resume.lock"):
         run = load_run(path, with_metrics=False)  # a queued or running state here has a live pid
         if run.state in ACTIVE_STATES or is_training(folder, name):
             return run.status.get("pid")

@@ -1,5 +1,5 @@
-"""Explain: where the network looks (Grad-CAM, other attribution methods and their sanity check), its feature maps
-and its filters."""
+"""Explain: where the network looks (Grad-CAM, other attribution methods and their sanity check), its feature maps,
+its filters, and what its norm layers do to the maps (`pages/_shared/norm_view.py`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,6 +16,7 @@ from pages._shared.image_picker import CURRENT_IMAGE, FROM_PREDICT, ChosenImage,
 from pages._shared.image_results import activations, attribution, prediction
 from pages._shared.model_picker import LoadedModel, model_picker
 from pages._shared.navigation import run_page
+from pages._shared.norm_view import norm_panel
 
 
 @dataclass(frozen=True)
@@ -155,8 +156,8 @@ def page() -> None:
     subject = Subject(image, loaded, prepared, prediction(image.digest, loaded.key, prepared, model),
                       [layer.title for layer in explain.conv_layers(model)])
     header(subject, forms.picture)
-    grad_tab, methods_tab, maps_tab, filters_tab = st.tabs(["Grad-CAM", "Methods and sanity check", "Feature maps",
-                                                            "Filters"])
+    grad_tab, methods_tab, maps_tab, filters_tab, norm_tab = st.tabs(
+        ["Grad-CAM", "Methods and sanity check", "Feature maps", "Filters", "What the norm does"])
     with grad_tab:
         attribution_panel(subject)
     with methods_tab:
@@ -165,6 +166,8 @@ def page() -> None:
         feature_map_panel(subject)
     with filters_tab:
         filter_panel(subject)
+    with norm_tab:
+        norm_panel(loaded, prepared.pixels)
 
 
 run_page(page)

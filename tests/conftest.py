@@ -268,3 +268,35 @@ def nav_link(pg, title: str):
 def metric_value(pg, label: str) -> str:
     box = pg.locator("[data-testid=stMetric]").filter(has_text=label).first
     return box.locator("[data-testid=stMetricValue]").inner_text().strip()
+
+
+@pytest.fixture
+def empty_machine(monkeypatch, runs_dir, tmp_path):
+    """A fresh machine, as the README's first command leaves it: no dataset named, none in the usual places, no
+    ImageNet weights, no runs (the embedded sample is what the app finds); yields the runs folder."""
+    import streamlit as st
+
+    from alexnet import data as datasets
+
+    monkeypatch.delenv(datasets.ENV_VAR, raising=False)
+    for var in ("HOME", "XDG_CACHE_HOME", "TORCH_HOME"):  # no CIFAR-10 and no ImageNet weights where they are looked for
+        monkeypatch.setenv(var, str(tmp_path / "home"))
+    monkeypatch.setattr(datasets, "DEFAULT_DOWNLOAD_DIR", tmp_path / "home" / "alexnet-lab")
+    st.cache_data.clear()  # another test's resolution must not answer for this machine
+    yield runs_dir
+    st.cache_data.clear()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, mini_data) -> Path:
+    """A finished run folder (cifar, BN, one epoch on 512 images of the mini subset): copy it into a test's runs
+    folder (`shutil.copytree`) to have a real run record with weights and a result."""
+    from alexnet.config import TrainConfig
+    from alexnet.runs import RunWriter
+    from alexnet.train import train
+
+    config = TrainConfig(variant="cifar", norm="bn", epochs=1, max_train_images=512, batch_size=64, threads=1,
+                         data_dir=str(mini_data.source.path), log_every=4)
+    writer = RunWriter.create(tmp_path_factory.mktemp("tiny-run"), "tiny-bn", config.to_dict())
+    train(config, writer.path, data=mini_data)
+    return writer.path

@@ -5,25 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
-
-from alexnet import data as datasets
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 PAGES = ["pages/home.py", "pages/train.py", "pages/predict.py", "pages/explain.py", "pages/compare.py"]
 SAMPLE_LABEL = "embedded sample (2,972 images)"
-
-
-@pytest.fixture
-def empty_machine(monkeypatch, runs_dir, tmp_path):
-    monkeypatch.delenv(datasets.ENV_VAR, raising=False)
-    for var in ("HOME", "XDG_CACHE_HOME", "TORCH_HOME"):  # no CIFAR-10 and no ImageNet weights where they are looked for
-        monkeypatch.setenv(var, str(tmp_path / "home"))
-    monkeypatch.setattr(datasets, "DEFAULT_DOWNLOAD_DIR", tmp_path / "home" / "alexnet-lab")
-    st.cache_data.clear()  # another test's resolution must not answer for this machine
-    yield runs_dir
-    st.cache_data.clear()
 
 
 def open_page(page: str | None) -> AppTest:

@@ -16,7 +16,7 @@ from pages._shared.navigation import PAGES
 REPO = Path(__file__).resolve().parent.parent
 APP = REPO / "app.py"
 TITLES = {"home.py": "AlexNet Lab", "train.py": "Train", "predict.py": "Predict", "explain.py": "Explain",
-          "compare.py": "Compare"}
+          "evaluate.py": "Evaluate", "compare.py": "Compare"}
 
 
 @pytest.fixture

@@ -265,7 +265,7 @@ def test_explain_draws_feature_maps_and_filters(app):
     assert not app.exception
     app.selectbox(key="fm_layer").select("conv2").run()
     app.slider(key="fm_count").set_value(12).run()
-    grids = [f for f in figures(app) if f["data"] and f["data"][0].get("customdata") is not None]
+    grids = [json.loads(c.proto.spec) for c in app.get("plotly_chart") if c.key == "fm_figure"]
     assert len(grids) == 1
     channels = array(grids[0]["data"][0]["customdata"])
     assert len(set(channels[channels >= 0].ravel().tolist())) == 12

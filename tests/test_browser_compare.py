@@ -30,7 +30,7 @@ def open_compare(page, base: str) -> None:
     """Open the Compare page by its URL, as a bookmark does, and check it came through app.py's navigation."""
     page.goto(base + "/compare")
     wait_for_app(page)
-    page.wait_for_function("() => document.querySelectorAll('[data-testid=stSidebarNavLink]').length === 5")
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=stSidebarNavLink]').length === 6")
     wait_for_app(page)
     assert page.locator("[data-testid=stSidebarNavLink]", has_text="Compare").count() == 1
 

@@ -54,9 +54,11 @@ def test_upload_on_predict_then_grad_cam_on_explain(app_server, page, tmp_path, 
 
 
 def _explain_box(pg) -> str:
-    """What the 'Class to explain' box and the caption under it say, as the browser shows them."""
+    """What the 'Class to explain' box of the open tab and the caption under it say, as the browser shows them.
+
+    The Methods tab has a box of the same name: it is in the page but hidden until its tab is opened."""
     box = pg.locator("[data-testid=stColumn]").filter(
-        has=pg.locator("[data-testid=stSelectbox]").filter(has_text="Class to explain"))
+        has=pg.locator("[data-testid=stSelectbox]").filter(has_text="Class to explain")).filter(visible=True)
     assert box.count() == 1
     return box.locator("input[role=combobox]").input_value() + "\n" + box.inner_text()
 

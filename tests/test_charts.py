@@ -199,8 +199,10 @@ def coloured_figures() -> dict[str, list]:
     return {
         "overlay_figure": [charts.overlay_figure(rgb, np.abs(heat)), charts.overlay_figure(rgb, heat, diverging=True)],
         "mosaic_figure": [charts.mosaic_figure(heat), charts.mosaic_figure(np.abs(heat), diverging=False)],
-        "feature_maps_figure": [charts.feature_maps_figure(np.abs(heat)[None].repeat(4, 0), [0, 1, 2, 3])],
-        "confusion_figure": [charts.confusion_figure([[8, 2], [1, 3]], ["cat", "dog"])],
+        "feature_maps_figure": [charts.feature_maps_figure(np.abs(heat)[None].repeat(4, 0), [0, 1, 2, 3]),
+                                charts.feature_maps_figure(heat[None].repeat(4, 0), [0, 1, 2, 3], signed=True)],
+        "confusion_figure": [charts.confusion_figure([[8, 2], [1, 3]], ["cat", "dog"]),
+                             charts.confusion_figure([[8, 2], [1, 3]], ["cat", "dog"], cells="counts")],
         "cascade_figure": [charts.cascade_figure(np.stack([heat, -heat]), ["trained", "random"])],
         "settings_figure": [charts.settings_figure(settings)],
     }

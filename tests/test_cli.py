@@ -75,18 +75,18 @@ def test_every_field_is_a_flag_whose_help_is_the_fields_comment(capsys, monkeypa
             build_parser().parse_args([command, "--help"])
         out = capsys.readouterr().out
         assert all(comment in out for comment in comments.values())
-    assert "--recipe {same,own-rate,papers}" in out and "own-rate: each norm at its own learning rate" in out
+    assert "--recipe {tuned,same,own-rate,papers}" in out and "own-rate: each norm at its own learning rate" in out
     assert "--data DATA " in out and "--variant {" in out and "imagenet" not in out.split("--variant {")[1][:20]
 
 
 def test_the_experiment_command_line_reads_back_as_the_plan_it_shows(tmp_path):
     plan = ExperimentPlan(variant="paper", seeds=2, first_seed=5, epochs=3, recipe="papers", batch_size=64,
                           max_train_images=512, data_dir=str(tmp_path / "a folder"), device="cpu", precision="fp32",
-                          threads=1, log_every=2)
+                          threads=1, log_every=2, search_steps=20)
     assert all(getattr(plan, f.name) != getattr(ExperimentPlan(), f.name) for f in fields(plan))  # every flag
     words = shlex.split(experiment_command(plan))
     assert words[:4] == ["python", "-m", "alexnet", "experiment"] and words[-1] == "--wait"
     assert experiment_plan(build_parser().parse_args(words[3:])) == plan
     assert experiment_command(ExperimentPlan()) == \
-        "python -m alexnet experiment --variant cifar --seeds 3 --epochs 12 --recipe same --wait"
+        "python -m alexnet experiment --variant cifar --seeds 3 --epochs 12 --recipe tuned --wait"
     assert experiment_plan(build_parser().parse_args(["experiment"])) == ExperimentPlan()

@@ -219,7 +219,7 @@ def test_dataset_mismatch_catches_count_name_and_class_counts():
 # ---------------------------------------------------------------- the experiment's plan and record
 
 def test_same_recipe_pairs_differ_only_in_norm():
-    plan = experiment.ExperimentPlan(seeds=3, first_seed=5, epochs=4, max_train_images=512, threads=1)
+    plan = experiment.ExperimentPlan(seeds=3, first_seed=5, epochs=4, max_train_images=512, threads=1, recipe="same")
     planned = experiment.planned_runs(plan, "exp")
     assert [(p.run, p.norm, p.seed) for p in planned] == [
         (f"exp-{norm}-s{seed}", norm, seed) for seed in (5, 6, 7) for norm in ("lrn", "bn")]
@@ -228,7 +228,7 @@ def test_same_recipe_pairs_differ_only_in_norm():
         assert set(differ) == {"norm"}
     config = planned[0].config
     assert (config.init, config.optimizer, config.lr, config.schedule, config.epochs, config.max_train_images) == \
-        ("kaiming", "sgd", 0.02, "onecycle", 4, 512)  # the recipe LRN trains with (experiment.BASE says why)
+        ("lsuv", "sgd", 0.02, "onecycle", 4, 512)  # the recipe LRN trains with (experiment.BASE says why)
     assert experiment.RECIPES["same"].only_norm_differs
 
 
@@ -245,14 +245,29 @@ def test_other_recipes_change_what_they_say():
 
 
 def test_paired_runs_start_from_the_same_weights():
-    """What the experiment claims: with one seed, LRN and BN draw identical weights for every layer they share."""
-    models = {}
-    for norm in ("lrn", "bn"):
-        torch.manual_seed(3)  # as train() does before build
-        models[norm] = build("cifar", norm).state_dict()
-    shared = set(models["lrn"]) & set(models["bn"])
-    assert len(shared) == 16  # 5 conv + 3 linear, weights and biases
-    assert all(torch.equal(models["lrn"][k], models["bn"][k]) for k in shared)
+    """What the experiment claims: with one seed, LRN and BN draw identical weights for every layer they share,
+    and the default init (lsuv) then scales each such layer by one positive number (its norm's own calibration)."""
+    for init in ("kaiming", "lsuv"):
+        models = {}
+        for norm in ("lrn", "bn"):
+            torch.manual_seed(3)  # as train() does before build
+            models[norm] = build("cifar", norm, init=init).state_dict()
+        shared = set(models["lrn"]) & set(models["bn"])
+        assert len(shared) == 16  # 5 conv + 3 linear, weights and biases
+        scales = []
+        for k in sorted(shared):
+            a, b = models["lrn"][k], models["bn"][k]
+            if k.endswith("bias") or not a.any():
+                assert torch.equal(a, b), k
+                continue
+            scale = b.norm() / a.norm()
+            scales.append(scale.item())
+            torch.testing.assert_close(a * scale, b, rtol=1e-5, atol=1e-7)
+        assert len(scales) == 7  # every weighted layer but the zero-initialised last one
+        if init == "kaiming":
+            assert scales == [1.0] * 7
+        else:
+            assert any(abs(s - 1) > 0.01 for s in scales)   # the calibration does differ between the norms
 
 
 def write_finished(root: Path, name: str, norm: str, seed: int, acc: float | None, state: str = "finished") -> None:
@@ -276,7 +291,7 @@ def test_launch_records_the_experiment_and_summarize_reads_it(tmp_path):
         write_finished(folder, name, config.norm, config.seed, accs[config.norm, config.seed])
         return name
 
-    plan = experiment.ExperimentPlan(seeds=3, epochs=2)
+    plan = experiment.ExperimentPlan(seeds=3, epochs=2, recipe="same")
     assert experiment.free_name(root, plan) == "lrn-vs-bn-cifar"
     e = experiment.launch(plan, root, start=start)
     assert e.name == "lrn-vs-bn-cifar" and len(started) == 6 and e.seeds == [0, 1, 2]
@@ -328,7 +343,7 @@ def test_the_runs_a_process_holds_are_the_experiments_active_ones(tmp_path):
                        state="finished" if config.seed == 0 else "running")
         return name
 
-    e = experiment.launch(experiment.ExperimentPlan(seeds=2), root, name="exp", start=start)
+    e = experiment.launch(experiment.ExperimentPlan(seeds=2, recipe="same"), root, name="exp", start=start)
     assert experiment.active_runs(e, root) == {"exp-lrn-s1", "exp-bn-s1"}
     run_records.RunWriter(root / "exp-bn-s1").set_status("stopped")
     assert experiment.active_runs(e, root) == {"exp-lrn-s1"}
@@ -346,7 +361,7 @@ def test_a_failed_start_leaves_a_true_record(tmp_path):
         return name
 
     with pytest.raises(RuntimeError):
-        experiment.launch(experiment.ExperimentPlan(seeds=2), root, name="broken", start=start)
+        experiment.launch(experiment.ExperimentPlan(seeds=2, recipe="same"), root, name="broken", start=start)
     assert [r["run"] for r in experiment.load(root, "broken").runs] == count
 
 
@@ -443,19 +458,24 @@ def tiny_dir(tmp_path_factory, mini_data) -> Path:
 
 
 def test_cli_experiment_trains_the_pair_and_prints_the_verdict(tmp_path, tiny_dir, capsys):
+    """The default recipe, for real: the background search of each norm's rate, then the runs at those rates."""
     root = tmp_path / "runs"
     cmd = [sys.executable, "-m", "alexnet", "--runs", str(root), "experiment", "--variant", "cifar", "--seeds", "1",
            "--epochs", "1", "--batch-size", "64", "--threads", "1", "--data", str(tiny_dir), "--name", "cli",
-           "--wait", "--timeout", "240"]
+           "--search-steps", "12", "--wait", "--timeout", "240"]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr + out.stdout
-    assert "experiment cli: 2 runs queued" in out.stdout and "cli-lrn-s0" in out.stdout
+    assert "experiment cli: searching each norm's learning rate in the background (range test, 12 steps from " \
+           "1e-05 to 10 on the training split), then 2 runs queued" in out.stdout
+    record = experiment.load(root, "cli")
     for norm in ("lrn", "bn"):
         run = run_records.load_run(root / f"cli-{norm}-s0")
         assert run.state == "finished" and run.config["norm"] == norm and run.config["data_dir"] == str(tiny_dir)
+        assert run.config["lr"] == record.search["results"][norm]["suggestion"]
         assert run.result["test_images"] == 100 and len(run.result["predictions"]) == 100
         assert f"{run.result['test_accuracy']:.2%}" in out.stdout
-    assert "one run a side" in out.stdout and "cannot tell" in out.stdout
+        assert f"suggested rate {run.config['lr']:.3g}" in out.stdout
+    assert "one run a side" in out.stdout and "cannot tell" in out.stdout and "Tuned: each norm's peak" in out.stdout
     # The other forms in-process (the same `main`), to spare three more interpreter starts.
     assert cli.main(["--runs", str(root), "experiment", "--list"]) == 0
     assert "2/2 finished" in capsys.readouterr().out

@@ -15,6 +15,7 @@ from alexnet.images import load_image, to_cifar_array
 from alexnet.models import build
 from alexnet.inputs import model_image
 from alexnet.predict import DEMO_WEIGHTS, EXAMPLES_DIR, predict
+from model_checks import assert_behaves_like
 
 
 # explain.py silences these once at import; pytest resets warning filters for each test.
@@ -36,6 +37,12 @@ def cat():
 def paper():
     torch.manual_seed(0)
     return build("paper", "lrn", init="torch").eval()
+
+
+@pytest.fixture(scope="module")
+def fresh():
+    """A second copy of the demo weights that nothing explains: what the shared copy must still behave like."""
+    return load_model(DEMO_WEIGHTS)
 
 
 def snapshot(model):
@@ -103,7 +110,7 @@ def test_grad_cam_uses_batch_norm_in_eval_mode_and_restores_the_mode(cat):
     assert np.array_equal(in_training, explain.grad_cam(model, cat, "conv5", 1).values)
 
 
-def test_explaining_leaves_the_shared_model_exactly_as_it_was(demo, cat):
+def test_explaining_leaves_the_shared_model_exactly_as_it_was(demo, cat, fresh):
     before = snapshot(demo)
     for method in (explain.grad_cam, explain.guided_grad_cam):
         method(demo, cat, "conv4", 2)
@@ -113,27 +120,31 @@ def test_explaining_leaves_the_shared_model_exactly_as_it_was(demo, cat):
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(p.grad is None for p in demo.parameters())
     assert not demo.training
-    assert explain.hook_count(demo) == 0
+    assert_behaves_like(demo, fresh, 32)
 
 
-def test_hooks_are_removed_even_when_captum_fails(demo, cat):
+def test_hooks_are_removed_even_when_captum_fails(demo, cat, fresh):
     with pytest.raises(Exception):
         explain.grad_cam(demo, cat, "conv5", target=99)          # no class 99: fails inside captum's forward
     with pytest.raises(Exception):
         explain.guided_grad_cam(demo, cat, "conv5", target=99)
-    assert explain.hook_count(demo) == 0
+    assert_behaves_like(demo, fresh, 32)
 
 
-def test_hook_count_sees_hooks_that_are_there(demo):
-    handle = demo.features[3].register_forward_hook(lambda *a: None)
-    try:
-        assert explain.hook_count(demo) == 1
-    finally:
+def test_the_check_sees_a_hook_left_behind_forward_or_backward(demo, fresh):
+    """A leftover guided-backpropagation hook (ReLU gradients clamped) or a forward hook that rescales: each is
+    seen, and gone once its handle is removed."""
+    relu = next(m for m in demo.features if isinstance(m, torch.nn.ReLU))
+    hooks = [relu.register_full_backward_hook(lambda m, grad_in, grad_out: (grad_in[0].clamp(min=0),)),
+             demo.features[3].register_forward_hook(lambda m, args, out: out * 2)]
+    for handle in hooks:
+        with pytest.raises(AssertionError):
+            assert_behaves_like(demo, fresh, 32)
         handle.remove()
-    assert explain.hook_count(demo) == 0
+    assert_behaves_like(demo, fresh, 32)
 
 
-def test_200_grad_cam_calls_leave_memory_flat_and_no_hooks(demo, cat):
+def test_200_grad_cam_calls_leave_memory_flat_and_no_hooks(demo, cat, fresh):
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(8)] + [cat]
     for i in range(30):                                          # warm-up: allocator pools fill
@@ -145,10 +156,10 @@ def test_200_grad_cam_calls_leave_memory_flat_and_no_hooks(demo, cat):
     gc.collect()
     grown = rss_bytes() - start
     assert grown < 8 * 2**20, f"RSS grew by {grown / 2**20:.1f} MB over 200 Grad-CAM calls"
-    assert explain.hook_count(demo) == 0
+    assert_behaves_like(demo, fresh, 32)
 
 
-def test_concurrent_sessions_get_the_same_maps_as_one_at_a_time(demo):
+def test_concurrent_sessions_get_the_same_maps_as_one_at_a_time(demo, fresh):
     """Pages share one model across sessions (threads); a forward pass must not pass through another's hooks."""
     rng = np.random.default_rng(1)
     images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(4)]
@@ -172,7 +183,7 @@ def test_concurrent_sessions_get_the_same_maps_as_one_at_a_time(demo):
     for t in threads:
         t.join()
     assert failures == []
-    assert explain.hook_count(demo) == 0
+    assert_behaves_like(demo, fresh, 32)
 
 
 # ---- other attributions and empty maps ----

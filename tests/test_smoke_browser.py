@@ -4,12 +4,12 @@ from conftest import screenshot, serve_app, wait_for_app
 
 def test_every_page_opens_in_chromium_with_the_sidebar(app_server, page):
     page.goto(app_server)
-    page.wait_for_function("document.querySelectorAll('[data-testid=stSidebarNavLink]').length == 5",
+    page.wait_for_function("document.querySelectorAll('[data-testid=stSidebarNavLink]').length == 6",
                            timeout=60_000)
     wait_for_app(page)
     links = page.locator("[data-testid=stSidebarNavLink]")
     names = [links.nth(i).inner_text().strip() for i in range(links.count())]
-    assert len(names) == 5, names
+    assert len(names) == 6, names
     icon = page.locator("link[rel~=icon]").first.get_attribute("href")
     assert icon and "gstatic" not in icon and "googleapis" not in icon, icon  # served by the app: works offline
     sidebar = page.locator("[data-testid=stSidebar]")
@@ -35,6 +35,6 @@ def test_a_bookmarked_page_on_a_fresh_server_opens_through_app_py(tmp_path_facto
         page.wait_for_selector("text=Device:", timeout=60_000)
         links = page.locator("[data-testid=stSidebarNavLink]")
         names = [links.nth(i).inner_text().split()[-1] for i in range(links.count())]
-        assert names == ["Home", "Train", "Predict", "Explain", "Compare"], names
+        assert names == ["Home", "Train", "Predict", "Explain", "Evaluate", "Compare"], names
         assert page.locator("h1", has_text="Train").count() == 1
         page.close()

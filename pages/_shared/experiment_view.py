@@ -11,9 +11,9 @@ from alexnet import data as datasets
 from alexnet import runs as run_records
 from alexnet.history import LRN_STUDIES
 from alexnet.cli import experiment_command
-from alexnet.runs import ACTIVE_STATES as ACTIVE
 from pages._shared.compare_runs import REFRESH, rerun_if_changed
 from pages._shared.dataset import dataset_in_use, job_data_dir
+from pages._shared.search_view import search_view
 
 NORM_COLORS = charts.NORM_COLORS
 
@@ -24,7 +24,7 @@ def plan_from_form() -> experiment.ExperimentPlan:
     return experiment.ExperimentPlan(
         variant=ss["exp.variant"], seeds=int(ss["exp.seeds"]), epochs=int(ss["exp.epochs"]), recipe=ss["exp.recipe"],
         batch_size=int(ss["exp.batch_size"]), max_train_images=int(ss["exp.max_train_images"]), data_dir=data_dir,
-        threads=int(ss["exp.threads"]))
+        threads=int(ss["exp.threads"]), search_steps=int(ss["exp.search_steps"]))
 
 
 def start_experiment() -> None:
@@ -40,14 +40,16 @@ def start_experiment() -> None:
         return
     st.session_state["exp.last_start"] = (repr(plan), time.monotonic())
     st.session_state["exp.chosen"] = launched.name
-    st.session_state["exp.notice"] = ("success", f"Queued **{launched.name}**: {len(launched.runs)} runs that take "
-                                                 "turns on the device. You can close this tab; they go on.")
+    first = (f"**{launched.name}** searches each norm's learning rate, then queues" if launched.search is not None
+             else f"Queued **{launched.name}**:")
+    st.session_state["exp.notice"] = ("success", f"{first} {2 * plan.seeds} runs that take turns on the device. You "
+                                                 "can close this tab; they go on.")
 
 
 def experiment_form() -> None:
     ss = st.session_state
     defaults = experiment.ExperimentPlan()
-    for name in ("variant", "seeds", "epochs", "recipe", "batch_size", "max_train_images", "threads"):
+    for name in ("variant", "seeds", "epochs", "recipe", "batch_size", "max_train_images", "threads", "search_steps"):
         ss.setdefault(f"exp.{name}", getattr(defaults, name))
     a, b, c, d = st.columns(4)
     a.selectbox("Variant", experiment.COMPARABLE_VARIANTS, key="exp.variant", persist_state="session",
@@ -61,6 +63,9 @@ def experiment_form() -> None:
     a, b, c, _ = st.columns(4)
     a.number_input("Batch size", 1, 8192, step=32, key="exp.batch_size", persist_state="session")
     b.number_input("CPU threads per run", 0, 1024, step=1, key="exp.threads", persist_state="session", help="0 = torch's default")
+    c.number_input("Search steps per norm", 5, 10_000, step=10, key="exp.search_steps", persist_state="session",
+                   disabled=not experiment.RECIPES[ss["exp.recipe"]].searched,
+                   help="The tuned recipe's budget: the range test's steps (one batch each), the same for both norms.")
     st.radio("Recipe", list(experiment.RECIPES), key="exp.recipe", persist_state="session", horizontal=True,
              format_func=lambda r: experiment.RECIPES[r].title)
     plan = plan_from_form()
@@ -70,8 +75,10 @@ def experiment_form() -> None:
     if not isinstance(source, datasets.DatasetSource):
         problems.append(f"no dataset: {source}")
     else:
-        st.caption(f"{2 * plan.seeds} runs of {plan.epochs} epochs on {source.label}, one after the other on the "
-                   "one device. The same from a terminal:")
+        search = f"a range test of {plan.search_steps} steps per norm, then " \
+            if experiment.RECIPES[plan.recipe].searched else ""
+        st.caption(f"{search}{2 * plan.seeds} runs of {plan.epochs} epochs on {source.label}, one after the other on "
+                   "the one device. The same from a terminal:")
         st.code(experiment_command(plan), language="bash", wrap_lines=True)
     if problems:
         st.error("\n".join(f"- {p}" for p in problems))
@@ -94,17 +101,20 @@ def experiment_view(root, name: str, active_when_drawn: frozenset[str]) -> None:
         st.error(str(err))
         return
     summary = experiment.summarize(record, root)
-    rerun_if_changed(frozenset(r.name for r in summary.runs if r.state in ACTIVE), active_when_drawn)
+    rerun_if_changed(experiment.active_runs(record, root), active_when_drawn)
     states = ", ".join(f"{n} {s}" for s, n in sorted(summary.states.items()))
-    st.progress(summary.finished / max(summary.total, 1),
-                text=f"{summary.finished} of {summary.total} runs finished ({states})"
-                     + (f"; {len(summary.missing)} deleted" if summary.missing else ""))
+    if summary.total:  # a tuned experiment has none while it searches
+        st.progress(summary.finished / max(summary.total, 1),
+                    text=f"{summary.finished} of {summary.total} runs finished ({states})"
+                         + (f"; {len(summary.missing)} deleted" if summary.missing else ""))
     plan = record.plan
     st.caption(f"{plan['variant']} variant, {plan['epochs']} epochs, seeds {record.seeds}, "
                f"{'all' if not plan['max_train_images'] else format(plan['max_train_images'], ',')} training "
                f"images. **Recipe:** {record.recipe_description}")
     VERDICT_BOXES.get(summary.verdict.level, st.info)(f"**Verdict.** {summary.verdict.text}",
                                                       icon=":material/balance:")
+    if summary.search is not None:
+        search_view(root, summary)
     draw_arms(summary)
     draw_pairs(summary)
     bands = [(arm.label, {r.name: r.metrics for r in arm.runs}) for arm in summary.arms.values()]
@@ -145,8 +155,9 @@ def experiment_tab(root) -> None:
     st.markdown(
         "Does the paper's **local response normalisation** (LRN) matter, or is **batch norm** (BN) the change that "
         "counts? This experiment trains pairs of runs that share the variant, data split and order, augmentation, "
-        "schedule and initial weights (one seed fixes them all) and differ only in the norm after conv1 and conv2, "
-        "over several seeds, then weighs the difference against the spread between seeds.")
+        "schedule and initial weights (one seed fixes them all) and differ only in the norm after conv1 and conv2 "
+        "(and, with the default recipe, in the peak rate the same range test found for each norm first), over "
+        "several seeds, then weighs the difference against the spread between seeds.")
     st.caption(f"For context: two student studies at 224x224 over 10 epochs found LRN against no norm "
                f"{lrn_a:.2%} vs {none_a:.2%} and {lrn_b:.2%} vs {none_b:.2%}: LRN changes little.")
     notice = st.session_state.pop("exp.notice", None)

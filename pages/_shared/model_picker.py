@@ -70,16 +70,20 @@ def model_picker(key: str, label: str = "Model", optional: bool = False) -> Load
         st.session_state[CURRENT_MODEL] = picked   # the Explain page opens on the same model
     if picked == IMAGENET:
         return _imagenet_model(key)
-    return _listed_model(choices[[c.label for c in choices].index(picked)])
+    choice = choices[[c.label for c in choices].index(picked)]
+    loaded = listed_model(choice)
+    if loaded is not None:
+        st.caption(f"{choice.variant} variant, norm {choice.norm}; {choice.detail}")
+    return loaded
 
 
-def _listed_model(choice: predict.ModelChoice) -> LoadedModel | None:
+def listed_model(choice: predict.ModelChoice) -> LoadedModel | None:
+    """The demo's or a run's model (`predict.available_models`), or None after saying why it cannot be loaded."""
     try:
         model = model_from_file(choice.path)
     except (CheckpointError, OSError, ValueError) as err:
         st.error(f"{choice.label} cannot be loaded: {err}")
         return None
-    st.caption(f"{choice.variant} variant, norm {choice.norm}; {choice.detail}")
     stamp = choice.path.stat().st_mtime
     return LoadedModel(f"{choice.path}|{stamp}", choice.label, choice.detail, model)
 

@@ -40,6 +40,7 @@ PAGES = (
     PageFile("train.py", "Train", ":material/model_training:"),
     PageFile("predict.py", "Predict", ":material/image_search:"),
     PageFile("explain.py", "Explain", ":material/visibility:"),
+    PageFile("evaluate.py", "Evaluate", ":material/fact_check:"),
     PageFile("compare.py", "Compare", ":material/compare:"),
 )
 

@@ -15,6 +15,7 @@ from alexnet.models import VARIANTS
 from alexnet.norms import NORM_LABELS
 from alexnet.progress import planned_steps
 from alexnet.train import pick_device
+from pages._shared.lr_finder_view import lr_finder_panel
 from pages._shared.train_settings import (apply_preset, default_name, epochs_edited, form_config, key,
                                           milestones_edited, start_run)
 
@@ -187,4 +188,5 @@ def draw_form(source: datasets.DatasetSource | str) -> None:
     optimisation_fields()
     augmentation_fields()
     advanced_fields()
+    lr_finder_panel()
     start_row(source)
