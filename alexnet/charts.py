@@ -509,13 +509,15 @@ def settings_figure(plot: SettingsAgainstAccuracy, height: int = 420, colors: Ma
         fig.add_trace(go.Parcoords(
             dimensions=dimensions, labelfont=dict(size=12), tickfont=dict(size=11), rangefont=dict(size=10),
             line=dict(color=plot.accuracy, colorscale=ACCURACY_SCALE, showscale=True,
-                      colorbar=dict(_BAR_BELOW, title=dict(text="test accuracy", side="right"), tickformat=".0%"))))
+                      colorbar=dict(_BAR_BELOW, title=dict(text="test accuracy", side="right"), tickformat=".1%"))))
     else:
         fig.add_annotation(text="no settings differ between these finished runs", showarrow=False, xref="paper",
                            yref="paper", x=0.5, y=0.5, font=dict(size=16, color="grey"))
         fig.update_xaxes(visible=False)
         fig.update_yaxes(visible=False)
-    return fig.update_layout(height=height, margin=dict(l=60, r=60, t=50, b=80), template="plotly_white")
+    # The first axis's tick labels lie left of it, in the margin: room for the longest (about 7 px a character).
+    left = max(60, min(240, 7 * max((len(label) for label in plot.axes[0].labels), default=0))) if plot.axes else 60
+    return fig.update_layout(height=height, margin=dict(l=left, r=60, t=50, b=80), template="plotly_white")
 
 
 def _setting_scatter(plot: SettingsAgainstAccuracy, height: int, colors: Mapping[str, str] | None) -> go.Figure:

@@ -163,6 +163,7 @@ def test_settings_figure_draws_parallel_coordinates_or_a_scatter(runs):
     assert list(norm.ticktext) == ["bn", "lrn"] and list(norm.tickvals) == [0.0, 1.0]
     assert list(trace.line.color) == plot.accuracy and trace.line.showscale
     assert trace.line.colorbar.orientation == "h"  # under the plot, as every colour bar here
+    assert fig.layout.margin.l >= 7 * len("embedded sample (2,972 images)")  # the first axis's labels left of it
     one = compare.SettingsAgainstAccuracy(plot.runs, plot.accuracy, [a for a in plot.axes if a.key == "norm"])
     scatter = charts.settings_figure(one, colors={"mini-bn-s0": "#1f77b4"})
     (points,) = scatter.data
