@@ -7,13 +7,14 @@ import signal
 import sys
 import threading
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 from tqdm import tqdm
 
-from . import analysis, analysis_jobs, distributed, experiment, imagenet, lr_finder, lr_search
+from . import analysis, analysis_jobs, archive, distributed, experiment, imagenet, lr_finder, lr_search, queues
 from . import runs as run_records
 from .checkpoints import load_model
 from .config import PRECISIONS, TrainConfig
@@ -111,6 +112,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if resumed is None:
             raise FileNotFoundError(f"no run named {args.resume!r} in {root}")
     config = train_config(args, resumed)
+    if group.active and not args.resume:
+        config = replace(config, processes=group.world)  # started by torchrun: the record says how many trained it
     config.validate()
     name = args.resume
     if group.main and not args.resume:
@@ -121,16 +124,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     stop = _install_stop_handlers()
     if group.main:
         print(f"run {name}: {writer.path}", file=sys.stderr)
+    if config.processes > 1 and not group.active:
+        return _train_data_parallel(args, root, writer, config, stop)
     try:
-        with device_lock(root, writer, stop) if group.main else nullcontext():
-            if stop.is_set():
-                writer.set_status("stopped", reason="stopped while waiting in the queue", checkpoint=False)
-                return 0
-            result = train(config, writer.path, on_event=_ProgressBar() if not args.quiet else None, stop=stop,
-                           resume=bool(args.resume))
+        result = _train_queued(args, root, writer, config, stop, group)
     finally:
         distributed.teardown()
-    if not group.main:
+    if not group.main or result is None:
         return 0
     if result:
         print(f"test accuracy {result['test_accuracy']:.4f} on {result['test_images']} images of {result['dataset']}; "
@@ -138,6 +138,59 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         print(f"stopped; resume with: python -m alexnet train --resume {name}")
     return 0
+
+
+def _stopped_in_queue(writer: run_records.RunWriter) -> None:
+    writer.set_status("stopped", reason="stopped while waiting in the queue",
+                      checkpoint=(writer.path / "state.pt").exists())
+
+
+def _train_queued(args: argparse.Namespace, root: Path, writer: run_records.RunWriter, config: TrainConfig,
+                  stop: threading.Event, group: distributed.Group) -> dict | None:
+    """Wait in the queue of the device(s) the run trains on, then train on the device taken; None if stopped
+    while waiting. Only the main process queues, and none when the launcher of a data-parallel run holds the
+    queues for its processes (--queue-held)."""
+    if not group.main or args.queue_held:
+        held = nullcontext([])
+    else:
+        want = queues.request_for_ranks(config.device, group.local_world) if group.active else \
+            queues.request(config.device, config.processes)
+        held = device_lock(root, writer, want, stop)
+    with held as taken:
+        if group.main and stop.is_set():
+            _stopped_in_queue(writer)
+            return None
+        if taken and not group.active:
+            config = replace(config, device=taken[0])  # "auto" and "cuda" train on the GPU whose queue was free
+        return train(config, writer.path, on_event=_ProgressBar() if not args.quiet else None, stop=stop,
+                     resume=bool(args.resume))
+
+
+def _train_data_parallel(args: argparse.Namespace, root: Path, writer: run_records.RunWriter, config: TrainConfig,
+                         stop: threading.Event) -> int:
+    """Queue for the devices of a data-parallel run, then start its processes under torchrun on them and wait.
+
+    This process holds the run's lock and the device queues while they train, so they neither queue nor race
+    each other; a stop (SIGTERM from the Stop button while they start) reaches them through torchrun.
+    """
+    want = queues.request(config.device, config.processes)
+    with device_lock(root, writer, want, stop) as taken:
+        if not taken:
+            _stopped_in_queue(writer)
+            return 0
+        writer.set_status("queued", reason=f"starting {config.processes} data-parallel processes on "
+                                           f"{', '.join(taken)}")
+        code = distributed.launch(["--runs", str(root.resolve()), "train", "--resume", writer.path.name, "--queue-held",
+                                   *(["--quiet"] if args.quiet else [])], config.processes, taken, stop)
+    status = run_records.read_json(writer.path / "status.json", {}) or {}
+    if code != 0 and status.get("state") in run_records.ACTIVE_STATES:  # they ended without saying so
+        checkpoint = (writer.path / "state.pt").exists()
+        if stop.is_set():
+            writer.set_status("stopped", reason="stopped by request", checkpoint=checkpoint)
+        else:
+            writer.set_status("failed", checkpoint=checkpoint, reason=f"the {config.processes} data-parallel "
+                              f"processes ended with exit code {code}: see the training log")
+    return 0 if code == 0 or stop.is_set() else 1
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -161,6 +214,21 @@ def cmd_runs(args: argparse.Namespace) -> int:
               f"{'' if acc is None else f'{acc:.4f}':>8}")
         if r.state == "failed" and r.status.get("reason"):
             print(f"    {r.status['reason']}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    folder = run_records.runs_root(args.runs) / run_records.check_name(args.run)
+    out = Path(args.out or archive.archive_name(args.run))
+    run_records.atomic_write(out.resolve(), archive.export_run(folder))
+    print(f"{args.run} in {out} ({out.stat().st_size / 2**20:.1f} MB): import it elsewhere with "
+          f"python -m alexnet import {out.name}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    name = archive.import_run(Path(args.archive), args.runs, name=args.name, limit=archive.CLI_LIMIT)
+    print(f"imported as run {name} in {run_records.runs_root(args.runs) / name}")
     return 0
 
 
@@ -273,9 +341,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if launched.search is not None:
         print(f"experiment {launched.name}: searching each norm's learning rate in the background (range test, "
               f"{experiment.search_settings(plan).describe()} on the training split), then {2 * plan.seeds} runs "
-              f"queued on one device {what}")
+              f"queued, each for the first free device {what}")
     else:
-        print(f"experiment {launched.name}: {len(launched.runs)} runs queued on one device {what}")
+        print(f"experiment {launched.name}: {len(launched.runs)} runs queued, each for the first free device {what}")
     print(f"  {launched.recipe_description}")
     for r in launched.runs:
         print(f"  {r['run']}")
@@ -354,6 +422,7 @@ def _train_parser(add_parser: AddParser) -> None:
     p.add_argument("--name", help="run name (default: variant-norm-optimizer, numbered)")
     p.add_argument("--resume", metavar="NAME", help="continue a stopped run from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--queue-held", action="store_true", help=argparse.SUPPRESS)  # started by a data-parallel launcher
     p.add_argument("--preset", choices=list(PRESETS), help="start from a named recipe ("
                    + "; ".join(f"{k}: {v.title}" for k, v in PRESETS.items()) + "); other flags override it")
     add_field_flags(p, TrainConfig)
@@ -370,6 +439,20 @@ def _runs_and_summary_parsers(add_parser: AddParser) -> None:
     p.add_argument("variant", choices=list(VARIANTS))
     p.add_argument("--norm", default=None, choices=NORMS, help="default: lrn (imagenet: none)")
     p.set_defaults(func=cmd_summary)
+
+
+def _sharing_parsers(add_parser: AddParser) -> None:
+    """export and import: a run as one archive, to share."""
+    p = add_parser("export", help="write a run as one archive to share (config, curves, result, environment, "
+                   "weights)")
+    p.add_argument("run", help="a run name in the runs folder")
+    p.add_argument("-o", "--out", help="archive file (default: RUN.run.zip here)")
+    p.set_defaults(func=cmd_export)
+
+    p = add_parser("import", help="add a shared run archive to the runs folder (checked, nothing run from it)")
+    p.add_argument("archive", help="a .run.zip written by export (or the app's Export button)")
+    p.add_argument("--name", help="the run's name here (default: its own, numbered if taken)")
+    p.set_defaults(func=cmd_import)
 
 
 def _model_parsers(add_parser: AddParser) -> None:
@@ -414,7 +497,9 @@ def _experiment_parser(add_parser: AddParser) -> None:
                    "Queue one run per norm (LRN, BN) and seed: same variant, data order, seed and schedule, "
                    "differing in the norm and, by default (recipe tuned), in the peak learning rate that the same "
                    "range test found for each norm first (or, with another --recipe, in what that recipe names). "
-                   "Runs take turns on the one device; --wait prints the comparison when they end.")
+                   "Each run (and each range test) takes the first free device (with --device auto, any free GPU), "
+                   "so on a machine with several GPUs they train side by side; --wait prints the comparison when "
+                   "they end.")
     add_field_flags(p, ExperimentPlan, EXPERIMENT_FLAG_NAMES, choices={
         "variant": COMPARABLE_VARIANTS, "recipe": {k: v.title for k, v in RECIPES.items()}, "precision": PRECISIONS})
     p.add_argument("--name", help="experiment name (default lrn-vs-bn-VARIANT, numbered)")
@@ -475,8 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m alexnet", description=__doc__)
     parser.add_argument("--runs", default=None, help="runs folder (default: $ALEXNET_RUNS or ./runs)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_train_parser, _runs_and_summary_parsers, _model_parsers, _analyse_parser, _experiment_parser,
-                _lr_find_parser,
+    for add in (_train_parser, _runs_and_summary_parsers, _sharing_parsers, _model_parsers, _analyse_parser,
+                _experiment_parser, _lr_find_parser,
                 _data_parsers):
         add(sub.add_parser)
     return parser

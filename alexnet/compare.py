@@ -1,8 +1,10 @@
 """Comparing runs: the summary table, the config keys that differ, seed groups, and a verdict in words.
 
 Pure functions over what run folders hold (config, status, result, metrics events): no
-streamlit, no plotly, no torch, so the Compare page, the command line and the tests share
-them. The smoothing of curves is `charts.smooth` (the curves' own module).
+streamlit, no plotly, no tensors, so the Compare page, the command line and the tests share
+them. A config key that an older record lacks (a field added since it trained) reads as
+TrainConfig's default for it: the value that run trained with. The smoothing of curves is
+`charts.smooth` (the curves' own module).
 
 The verdict compares two sets of per-seed results with Welch's t-test (scipy): the difference of
 the means against how much results move from seed to seed. With one run a side there is no
@@ -20,6 +22,7 @@ from typing import Any
 
 from scipy import stats
 
+from .config import TrainConfig
 from .runs import Run
 
 __all__ = ["RunSummary", "summarize_run", "summary_rows", "rows_to_csv", "epochs_to_accuracy", "best_validation",
@@ -145,17 +148,19 @@ def rows_to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
 # ---------------------------------------------------------------- configs
 
 _ABSENT = "(absent)"
+_DEFAULTS = TrainConfig().to_dict()  # what a field added since an older run trained held for that run
 
 
 def differing_keys(configs: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Split config keys into those whose values differ between runs ({key: {run: value}}) and shared ones.
 
-    A key that one run lacks (an older config) counts as differing, shown as '(absent)'.
+    A key that one run lacks (an older config) reads as TrainConfig's default for it; a key TrainConfig has no
+    field for counts as differing, shown as '(absent)'.
     """
     keys = list(dict.fromkeys(k for c in configs.values() for k in c))
     differ, shared = {}, {}
     for key in keys:
-        values = {run: config.get(key, _ABSENT) for run, config in configs.items()}
+        values = {run: config.get(key, _DEFAULTS.get(key, _ABSENT)) for run, config in configs.items()}
         distinct = {repr(v) for v in values.values()}
         if len(distinct) > 1:
             differ[key] = values
@@ -252,7 +257,9 @@ class SeedGroup:
 
 
 def _group_key(config: Mapping[str, Any]) -> str:
-    return repr(sorted((k, repr(v)) for k, v in config.items() if k != "seed" and k not in MACHINE_KEYS))
+    """The config but its seed and machine keys, with TrainConfig's defaults for the keys an older record lacks."""
+    return repr(sorted((k, repr(v)) for k, v in {**_DEFAULTS, **config}.items()
+                       if k != "seed" and k not in MACHINE_KEYS))
 
 
 def group_by_seed(runs: Sequence[Run]) -> list[SeedGroup]:

@@ -15,14 +15,22 @@ SCHEDULES = ("constant", "step", "plateau", "onecycle")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+def gpu_count() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
 def device_choices() -> list[str]:
     """The values of `TrainConfig.device` this machine can run: auto, cpu, its CUDA GPUs (each by number when
     there are several), Apple's MPS."""
+    gpus = gpu_count()
     choices = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        count = torch.cuda.device_count()
-        choices += ["cuda"] + ([f"cuda:{i}" for i in range(count)] if count > 1 else [])
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+    if gpus:
+        choices += ["cuda"] + ([f"cuda:{i}" for i in range(gpus)] if gpus > 1 else [])
+    if mps_available():
         choices.append("mps")
     return choices
 
@@ -62,7 +70,8 @@ class TrainConfig:
     label_smoothing: float = 0.0    # cross-entropy label smoothing
     # machine
     seed: int = 0                   # data split, order, augmentation, init and dropout all follow it
-    device: str = "auto"            # auto | cpu | cuda | cuda:N | mps
+    device: str = "auto"            # auto | cpu | cuda | cuda:N | mps; auto and cuda take a free GPU (see queues.py)
+    processes: int = 1              # data-parallel processes under torchrun (one GPU each on cuda, gloo on cpu)
     precision: str = "auto"         # auto (bf16 where fast, else fp32) | fp32 | bf16 | fp16 (CUDA)
     channels_last: bool = True      # NHWC memory layout, faster convolutions on CPU and tensor cores
     compile: bool = False           # torch.compile the model (pays off on long GPU runs)
@@ -121,6 +130,9 @@ class TrainConfig:
             (self.max_train_images >= 0, f"max_train_images must not be negative, got {self.max_train_images}"),
             (self.log_every >= 1, f"log_every must be at least 1, got {self.log_every}"),
             (0 <= self.threads <= 1024, f"threads must be 0 to 1024, got {self.threads}"),
+            (1 <= self.processes <= 1024, f"processes must be 1 to 1024, got {self.processes}"),
+            (self.processes == 1 or self.device in ("auto", "cuda", "cpu"),
+             f"a data-parallel run takes whole GPUs (device auto or cuda) or the CPU, not {self.device!r}"),
             (all(0 < m <= self.epochs for m in self.milestones), f"milestones must lie in 1..epochs, got {self.milestones}"),
             (self.schedule != "step" or bool(self.milestones), "the step schedule needs milestones (e.g. 5,8)"),
             (self.early_stopping == 0 or self.val_fraction > 0, "early stopping needs a validation split"),

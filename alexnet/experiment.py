@@ -4,15 +4,19 @@ A plan becomes one run per (norm, seed): the same variant, data split and order,
 schedule and initial weights (the seed fixes them all: both norms draw the same weights for their
 shared layers, which the default "lsuv" init then scales by one number per layer so that each build
 starts at unit activations), differing only in `norm`, or, with a recipe other than "same", in the
-optimizer settings that recipe names. The runs queue on the one device through `jobs.start`.
+optimizer settings that recipe names. Each run is started through `jobs.start` and waits in the
+queues of the devices it may take (queues.py): with device "auto" on a machine with several GPUs
+they spread over the free GPUs, one run a GPU; on one device they take turns. Which of a machine's
+(alike) devices a run takes, and when, changes nothing it computes (its seed fixes every random
+draw), so the verdict is the one the runs give one after another.
 
 The default recipe, "tuned", makes the comparison fair by construction: each norm's peak rate
 comes from the same budgeted search, a learning-rate range test (`lr_finder`) with the same
 steps, range, images and seed on the training split, one per norm whatever the number of seeds.
-The searches run in a background process (`conduct`), which then queues the runs; each norm's
-result goes into the record as soon as it is known, and the tests themselves are kept by
-`lr_search`, so a reload, a second tab or a crash (`python -m alexnet experiment --resume NAME`
-continues) never runs a search twice or loses one.
+The searches run in a background process (`conduct`), each test waiting in its device's queue as
+a run does, which then queues the runs; each norm's result goes into the record as soon as it is
+known, and the tests themselves are kept by `lr_search`, so a reload, a second tab or a crash
+(`python -m alexnet experiment --resume NAME` continues) never runs a search twice or loses one.
 
 The experiment is recorded in `<runs>/.experiments/<name>.json` (its plan, recipe, search and
 run names), apart from the runs' own configs, so the runs stay ordinary runs that every page
@@ -112,7 +116,7 @@ class ExperimentPlan:
     batch_size: int = 128           # images per step
     max_train_images: int = 0       # 0 = all; a cap for quick experiments
     data_dir: str | None = None     # dataset folder; none given: each run finds one as `train` does
-    device: str = "auto"            # auto | cpu | cuda | cuda:N | mps, one device for all the runs in turn
+    device: str = "auto"            # auto | cpu | cuda | cuda:N | mps; auto and cuda: each run takes a free GPU
     precision: str = "auto"         # auto (bf16 where fast, else fp32) | fp32 | bf16 | fp16 (CUDA)
     threads: int = 0                # CPU threads per run; 0 = torch's default
     log_every: int = 10             # steps between step events in each run's metrics.jsonl
@@ -258,7 +262,7 @@ Conductor = Callable[[Path, str], None]
 
 def launch(plan: ExperimentPlan, root: str | Path | None = None, name: str | None = None,
            start: Starter | None = None, conductor: Conductor | None = None) -> Experiment:
-    """Record the experiment and queue its runs (each its own process, one at a time on the device).
+    """Record the experiment and queue its runs (each its own process, on the first free device it may take).
 
     `start(config, run_name, root)` defaults to `jobs.start`; nothing is written if the plan is invalid.
     A searched recipe queues nothing here: `conductor(root, name)` (default: `conduct` in a background

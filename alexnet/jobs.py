@@ -1,10 +1,11 @@
 """Start, queue, stop and resume training processes that outlive the browser tab.
 
 A job is `python -m alexnet train --resume NAME` in its own session, writing only its run
-folder. Two file locks keep the one device and each run to a single process: the device lock
-(`<runs>/.device.lock`) queues runs in arrival order, and a run's own lock (`<run>/.lock`)
-stops a second tab from starting the same run twice. The kernel frees both when a process
-dies, however it dies.
+folder (a data-parallel run's process starts its torchrun processes once its devices are free).
+File locks keep each device and each run to a single process: each device's queue
+(`queues.py`) lets a run wait only for the device it trains on, and a run's own lock
+(`<run>/.lock`) stops a second tab from starting the same run twice. The kernel frees both
+when a process dies, however it dies.
 """
 from __future__ import annotations
 
@@ -19,21 +20,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from . import queues
 from .config import TrainConfig
 from .data import download_target, live_download, write_download_status
+from .queues import try_lock
 from .runs import ACTIVE_STATES, DONE_STATES, RunWriter, check_name, load_run, runs_root
 
 POLL_SECONDS = 0.5
-
-
-def _try_lock(path: Path):
-    handle = open(path, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return handle
-    except BlockingIOError:
-        handle.close()
-        return None
 
 
 @contextmanager
@@ -45,59 +38,50 @@ def one_at_a_time(path: Path) -> Iterator[None]:
         yield
 
 
-def _holder(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""
-
-
 @contextmanager
-def device_lock(root: str | Path | None, writer: RunWriter, stop: threading.Event) -> Iterator[None]:
-    """Hold the run's lock, then wait in the queue (state 'queued') for the device; yields once both are held."""
-    run_handle = _try_lock(writer.path / ".lock")
+def device_lock(root: str | Path | None, writer: RunWriter, want: queues.Request, stop: threading.Event
+                ) -> Iterator[list[str]]:
+    """Hold the run's lock, then wait in the queues of the devices it wants (state 'queued', saying whom it
+    waits for); yields the devices taken once the run holds both, or [] if `stop` came first."""
+    run_handle = try_lock(writer.path / ".lock")
     for _ in range(20):  # is_training() takes the lock for a moment to look: not a second trainer
         if run_handle is not None:
             break
         time.sleep(0.05)
-        run_handle = _try_lock(writer.path / ".lock")
+        run_handle = try_lock(writer.path / ".lock")
     if run_handle is None:
         raise RuntimeError(f"run {writer.path.name!r} is already being trained by another process")
+    waiting_for = list(want.candidates)
     try:
-        with hold_device(root, writer.path.name, stop, lambda reason: writer.set_status("queued", reason=reason)):
-            yield
+        with hold_device(root, want, writer.path.name, stop,
+                         lambda reason: writer.set_status("queued", reason=reason, waiting_for=waiting_for)) as taken:
+            if taken:
+                writer.set_status("queued", reason=f"starting on {', '.join(taken)}")
+            yield taken
     finally:
         run_handle.close()
 
 
 @contextmanager
-def hold_device(root: str | Path | None, holder: str, stop: threading.Event,
-                on_wait: Callable[[str], None]) -> Iterator[bool]:
-    """Wait in the queue for the one device, telling `on_wait` why while another process holds it; yields
-    True once this process holds it (named `holder` to those waiting), False if `stop` came first.
+def hold_device(root: str | Path | None, want: queues.Request, holder: str, stop: threading.Event,
+                on_wait: Callable[[str], None]) -> Iterator[list[str]]:
+    """Wait in the queues of the devices `want` names, telling `on_wait` why while others hold them; yields the
+    devices taken once this process holds them (named `holder` to those waiting), or [] if `stop` came first.
 
     A training run waits here (`device_lock`), and so does a learning-rate range test (`lr_search`).
     """
-    lock_path = runs_root(root) / ".device.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    handle = None
+    held = None
     try:
         while not stop.is_set():
-            handle = _try_lock(lock_path)
-            if handle is not None:
+            held = queues.try_take(root, want, holder)
+            if held is not None:
                 break
-            on_wait(f"waiting for the device: {_holder(lock_path) or 'another run'} is training")
+            on_wait(queues.waiting_reason(root, want))
             time.sleep(POLL_SECONDS)
-        if handle is not None:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(holder)
-            handle.flush()
-        yield handle is not None
+        yield held.keys if held is not None else []
     finally:
-        if handle is not None:
-            handle.truncate(0)
-            handle.close()
+        if held is not None:
+            held.release()
 
 
 def is_training(root: str | Path | None, name: str) -> bool:
@@ -105,7 +89,7 @@ def is_training(root: str | Path | None, name: str) -> bool:
     path = runs_root(root) / check_name(name) / ".lock"
     if not path.exists():
         return False
-    handle = _try_lock(path)
+    handle = try_lock(path)
     if handle is None:
         return True
     handle.close()
@@ -145,8 +129,10 @@ def start_download(root: str | Path | None = None) -> int:
 
 
 def start(config: TrainConfig, name: str, root: str | Path | None = None) -> str:
-    """Create the run folder and start its process; returns the run name. Refuses a bad config before anything."""
+    """Create the run folder and start its process; returns the run name. Refuses a bad config, or one this
+    machine's devices cannot train, before anything."""
     config.validate()
+    queues.request(config.device, config.processes)
     folder = runs_root(root)
     writer = RunWriter.create(folder, check_name(name), config.to_dict())
     writer.set_status("queued", reason="starting")
@@ -171,6 +157,10 @@ def resume(name: str, root: str | Path | None = None) -> int:
             return run.status.get("pid")
         if run.state == "finished":
             raise RuntimeError(f"run {name!r} has finished; start a new run to train more")
+        if run.imported:
+            raise RuntimeError(f"run {name!r} was imported from an archive, which holds no training state: start "
+                               "a new run like it to train more")
+        queues.request(run.config.get("device", "auto"), run.config.get("processes", 1))  # this machine can do it
         checkpoint = run.status.get("checkpoint", False)
         writer = RunWriter(run.path)
         writer.set_status("queued", reason="resuming", checkpoint=checkpoint)

@@ -137,13 +137,15 @@ def range_test_config(config: TrainConfig, settings: RangeTestSettings | None = 
 
     Two configs that give the same range test give the same value here (the cache key of `lr_search`):
     epochs, the schedule and its knobs, early stopping, logging, threads and compilation change none of
-    the test's steps (compiling would cost more time than the test takes, for the same arithmetic).
+    the test's steps (compiling would cost more time than the test takes, for the same arithmetic). The test
+    runs in one process: a data-parallel run's batch is global, so its steps are those of one process.
     """
     defaults = TrainConfig()
     settings = settings or RangeTestSettings()
     return replace(config, lr=settings.start, schedule="constant", epochs=1, milestones=[], gamma=defaults.gamma,
                    plateau_factor=defaults.plateau_factor, plateau_patience=defaults.plateau_patience,
-                   min_lr=defaults.min_lr, early_stopping=0, compile=False, threads=0, log_every=defaults.log_every)
+                   min_lr=defaults.min_lr, early_stopping=0, compile=False, threads=0, log_every=defaults.log_every,
+                   processes=1)
 
 
 def suggest(rates_tried: list[float], smoothed: list[float]) -> float | None:

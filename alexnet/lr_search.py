@@ -11,7 +11,8 @@ as `lr_finder.range_test_config` puts it, the dataset's folder, the range and bu
 
 Whoever runs a key's test holds `<key>/.lock` while it does: a second process asking for the same
 test (another tab, a second experiment, a page reloaded) waits for that lock and reads the result,
-so a test runs once. A test waits for the device as a training run does (`jobs.hold_device`).
+so a test runs once. A test waits in its device's queue as a training run does (`jobs.hold_device`, `queues`):
+"auto" and "cuda" take the first free GPU, and the test runs on the device it took.
 """
 from __future__ import annotations
 
@@ -21,11 +22,11 @@ import os
 import subprocess
 import sys
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from . import jobs
+from . import jobs, queues
 from .config import TrainConfig
 from .data import batches_folder, resolve_dataset
 from .lr_finder import RangeTest, RangeTestSettings, range_test, range_test_config
@@ -156,11 +157,12 @@ def _run_held(root: str | Path | None, folder: Path, config: TrainConfig, settin
     with jobs.one_at_a_time(folder / ".start.lock"):  # after the starter's own status write
         say("queued", step=0, reason="waiting for the device")
     try:
-        with jobs.hold_device(root, holder, stop, lambda reason: say("queued", step=0, reason=reason)) as held:
+        want = queues.request(config.device)  # one process, whatever the run's processes
+        with jobs.hold_device(root, want, holder, stop, lambda reason: say("queued", step=0, reason=reason)) as held:
             if not held:
                 raise InterruptedError("stopped while waiting for the device")
             say("running", step=0)
-            result = range_test(config, settings, on_step=stepped, stop=stop)
+            result = range_test(replace(config, device=held[0]), settings, on_step=stepped, stop=stop)
     except InterruptedError as err:
         say("stopped", step=0, reason=str(err))
         raise

@@ -171,6 +171,11 @@ class Run:
         return self.status.get("state", "failed")
 
     @property
+    def imported(self) -> bool:
+        """Read from a shared archive (archive.py): no process and no resume state behind it."""
+        return bool(self.status.get("imported"))
+
+    @property
     def has_weights(self) -> bool:
         return (self.path / "weights.safetensors").exists()
 

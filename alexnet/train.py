@@ -26,6 +26,7 @@ not end the run: it goes on in eager mode and says why, on stdout (the run's log
 """
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -38,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import distributed, imagenet
+from . import distributed, imagenet, provenance
 from .config import TrainConfig
 from .data import (Augment, Cifar10, augment_batch, load_cifar10, normalization, resolve_dataset, split_validation,
                    to_model_input)
@@ -81,9 +82,23 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
         return torch.float16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and cpu_has_bf16_units():
         return torch.bfloat16
     return torch.float32
+
+
+@functools.cache
+def cpu_has_bf16_units() -> bool:
+    """Whether the CPU computes in bf16 natively (AVX-512 BF16 or AMX), as Linux lists in /proc/cpuinfo.
+
+    Elsewhere (or unreadable) the answer is no and training stays in fp32: emulated bf16 is slower than fp32.
+    """
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return False
+    flags = {word for line in lines if line.startswith("flags") for word in line.split(":", 1)[-1].split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def autocast(device: torch.device, dtype: torch.dtype):
@@ -559,6 +574,11 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, on_event: Even
     state_path = Path(run_dir) / "state.pt" if run_dir and resume else None
     stop = stop or threading.Event()
     try:
+        if writer:  # where the run came from, each time a process starts it (provenance.py)
+            data = data or load_cifar10(resolve_dataset(config.data_dir))
+            device = pick_device(config.device)
+            provenance.record(writer.path, provenance.describe(device, device_label(device), data, group.world),
+                              resumed=state_path is not None and state_path.exists())
         return _train(config, writer, on_event if group.main else None, stop, state_path, data, group)
     except BaseException as err:
         if writer:

@@ -29,11 +29,12 @@ class CheckpointError(ValueError):
 
 
 def discard_partial_writes(folder: Path) -> None:
-    """Remove the temporary files of checkpoints whose process was killed before renaming them.
+    """Remove the temporary files of checkpoints (and of the environment record) whose process was killed before
+    renaming them.
 
-    Only the run's one training process writes checkpoints, so it calls this when it starts.
+    Only the run's one training process writes these, so it calls this when it starts.
     """
-    for pattern in (".state.pt.*.tmp", ".weights.safetensors.*.tmp"):
+    for pattern in (".state.pt.*.tmp", ".weights.safetensors.*.tmp", ".environment.json.*.tmp"):
         for leftover in Path(folder).glob(pattern):
             leftover.unlink(missing_ok=True)
 

@@ -27,15 +27,7 @@ if str(REPO) not in sys.path:
 
 MINI = (REPO.parent / "shared" / "data" / "cifar-10-mini").resolve()
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from alexnet.provenance import cpu_model  # noqa: E402  (after the path: the run records name the CPU the same way)
 
 
 def cpu_flags() -> str:

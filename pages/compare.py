@@ -14,10 +14,18 @@ from alexnet.runs import ACTIVE_STATES as ACTIVE
 from pages._shared.compare_runs import REFRESH, compare_view
 from pages._shared.experiment_view import experiment_tab
 from pages._shared.navigation import run_page
+from pages._shared.sharing import import_box
 from pages._shared.test_set_view import draw_side_by_side
 
 
+def add_to_comparison(name: str) -> None:
+    """After an import, the imported run joins the chosen ones."""
+    st.session_state["compare.runs"] = [*st.session_state.get("compare.runs", []), name]
+
+
 def runs_tab(root, all_runs: list[run_records.Run]) -> None:
+    with st.expander("Import a shared run", icon=":material/move_to_inbox:"):
+        import_box(root, "compare.import", on_imported=add_to_comparison)
     if not all_runs:
         st.info("No runs yet. Train some on the **Train** page, or start the LRN-versus-BN experiment "
                 "(the other tab), then come back to compare them.", icon=":material/info:")

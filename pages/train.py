@@ -16,6 +16,7 @@ from alexnet.runs import ACTIVE_STATES as ACTIVE
 from pages._shared.dataset import dataset_in_use
 from pages._shared.navigation import run_page
 from pages._shared.run_view import live_view
+from pages._shared.sharing import import_box
 from pages._shared.train_form import draw_form
 
 REFRESH_SECONDS = 1.5
@@ -24,7 +25,8 @@ REFRESH_SECONDS = 1.5
 def page() -> None:
     st.title("Train")
     st.caption("Each run trains in its own process and writes its own folder: close or reload this tab, open a second "
-               "one, the run goes on. One device: a run started while another trains waits in a queue.")
+               "one, the run goes on. Each device has its queue: a run started while another trains on its device "
+               "waits for it.")
     notice = st.session_state.pop("train.notice", None)
     if notice:
         (st.success if notice[0] == "success" else st.error)(notice[1])
@@ -41,6 +43,12 @@ def page() -> None:
     with st.expander("Start a new run", key="train.form_open", on_change="rerun", icon=":material/add_circle:"):
         draw_form(source)
     st.fragment(live_view, run_every=REFRESH_SECONDS if active_now else None)(root, active_now)
+    import_box(root, "train.import", on_imported=show_run)
+
+
+def show_run(name: str) -> None:
+    """After an import, the live view shows the imported run."""
+    st.session_state["train.run"] = name
 
 
 run_page(page)

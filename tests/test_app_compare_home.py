@@ -17,7 +17,7 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1 import app_test as app_test_module
 
-from alexnet import compare, experiment, jobs
+from alexnet import archive, compare, experiment, jobs, provenance
 from alexnet import runs as run_records
 from alexnet.models import build, count_parameters
 from alexnet.train import train
@@ -215,7 +215,7 @@ def test_compare_exports_the_table_and_every_chart(with_runs, media):
     chosen = [run_records.load_run(root / name) for name in at.multiselect(key="compare.runs").value]
     assert len(chosen) == 2
     buttons = at.get("download_button")
-    assert [button.proto.label for button in buttons] == ["Table as CSV", "Metrics + configs (JSON)"]
+    assert [button.proto.label for button in buttons] == ["Table as CSV", "Metrics + configs (JSON)", "Export run"]
     csv_file = media(buttons[0].proto.url)
     assert (csv_file.filename, csv_file.mimetype) == ("runs.csv", "text/csv")
     target = at.number_input(key="compare.target").value / 100
@@ -318,6 +318,48 @@ def test_compare_experiment_tab_gives_the_verdict(with_runs):
     assert {t["name"] for t in band["data"] if t.get("showlegend") is not False} == \
         {"LRN (mean of 1 run)", "BN (mean of 1 run)"}
     assert any("Kaiming-normal init, SGD with momentum 0.9" in c.value for c in at.caption)  # the recipe, said
+
+
+def test_compare_shows_where_the_runs_came_from_and_warns_when_more_than_settings_differ(env, paired, runs_dir):
+    import shutil
+
+    root, _, runs = paired
+    for run in runs.values():
+        shutil.copytree(run.path, runs_dir / run.name)
+    lrn, bn = runs["lrn"].name, runs["bn"].name
+    at = open_page("pages/compare.py")
+    assert not any("differ in more than the settings" in w.value for w in at.warning)  # both trained here
+    table = frame(at, "environment", lrn, bn).set_index("environment")
+    assert table.loc["torch", lrn] == table.loc["torch", bn] == provenance.sessions(runs["lrn"].path)[0]["torch"]
+    assert table.loc["data: fingerprint", lrn] == table.loc["data: fingerprint", bn]
+
+    # The BN run as a colleague's machine would have recorded it (then shared it): another torch, on a GPU.
+    path = runs_dir / bn / provenance.ENV_FILE
+    (session,) = json.loads(path.read_text())["sessions"]
+    path.write_text(json.dumps({"sessions": [{**session, "torch": "2.99.0", "device": "NVIDIA H200",
+                                              "device_key": "cuda:3"}]}))
+    at.run()
+    (warning,) = [w.value for w in at.warning if "differ in more than the settings" in w.value]
+    for field, here, there in (("torch", session["torch"], "2.99.0"), ("device", "CPU", "NVIDIA H200")):
+        assert f"{field} ({here} / {there})" in warning or f"{field} ({there} / {here})" in warning, warning
+    assert "device used" not in warning  # which GPU of a machine, no warning
+    assert frame(at, "environment", lrn, bn).set_index("environment").loc["torch", bn] == "2.99.0"
+
+
+def test_compare_imports_a_shared_run_into_the_comparison_and_exports_one(env, paired, runs_dir):
+    _, _, runs = paired
+    at = open_page("pages/compare.py")
+    assert any("No runs yet" in i.value for i in at.info)
+    at.file_uploader(key="compare.import").upload("lrn.run.zip", archive.export_run(runs["lrn"].path),
+                                                  "application/zip").run()
+    assert not at.exception
+    name = runs["lrn"].name
+    assert any(f"Imported **{name}** from lrn.run.zip" in s.value for s in at.success)
+    assert at.multiselect(key="compare.runs").value == [name]
+    table = frame(at, "run", "test acc (%)").set_index("run")
+    assert table.loc[name, "test acc (%)"] == pytest.approx(100 * runs["lrn"].result["test_accuracy"])
+    (export,) = [b for b in at.get("download_button") if b.proto.id.endswith("compare.export")]
+    assert export.proto.deferred_file_id
 
 
 def test_compare_on_an_empty_machine(env, runs_dir):

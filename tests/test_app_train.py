@@ -5,7 +5,6 @@ mini subset; the form test starts a real training process through the page and w
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import shutil
 import time
@@ -14,11 +13,12 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from alexnet import charts, jobs, presets
+from alexnet import archive, charts, jobs, presets, queues
 from alexnet import runs as run_records
 from alexnet.cli import build_parser, train_config
 from alexnet.config import TrainConfig, device_choices
 from alexnet.train import pick_device, train
+from pages._shared.devices import device_options, label, to_config
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 PAGE = "pages/train.py"
@@ -41,6 +41,13 @@ def figures(at: AppTest) -> dict[str, dict]:
         spec = json.loads(element.proto.spec)
         out[spec["layout"]["yaxis"]["title"]["text"].split()[0]] = spec
     return out
+
+
+def frame(at: AppTest, *columns: str):
+    """The page's dataframe holding all these columns (AppTest's dataframes carry no key)."""
+    found = [d.value for d in at.dataframe if all(c in d.value.columns for c in columns)]
+    assert found, f"no table with columns {columns}"
+    return found[0]
 
 
 def points(spec: dict, name: str) -> int:
@@ -88,9 +95,13 @@ def test_empty_runs_folder_renders_the_form_and_says_what_to_do(mini_env):
 
 def test_the_device_box_offers_what_this_machine_runs(mini_env):
     at = open_train_page()
-    offered = at.selectbox(key="train.device").options
-    assert offered == device_choices() and offered[:2] == ["auto", "cpu"]
-    assert [pick_device(d).type for d in offered] == [pick_device("auto").type, "cpu", *[d.split(":")[0] for d in offered[2:]]]
+    options = device_options()  # config.device_choices, and all GPUs at once where there are several
+    assert options[:len(device_choices())] == device_choices() and options[:2] == ["auto", "cpu"]
+    assert at.selectbox(key="train.device").options == [label(o) for o in options]
+    assert at.session_state["train.device"] == "auto"
+    devices = [to_config(o)[0] for o in options]
+    assert [pick_device(d).type for d in devices] == \
+        [pick_device("auto").type, "cpu", *[d.split(":")[0] for d in devices[2:]]]
 
 
 def test_missing_dataset_is_named_and_start_is_disabled(monkeypatch, runs_dir, tmp_path):
@@ -225,6 +236,27 @@ def test_delete_asks_first_and_cancel_keeps_the_run(finished_run):
     assert any("No runs yet" in i.value for i in at.info)
 
 
+def test_a_shared_run_is_imported_shown_and_can_be_exported_again(mini_env, trained_once):
+    at = open_train_page()
+    hostile = archive.export_run(trained_once).replace(b"config.json", b"../cfg.json")  # a traversal, planted
+    at.file_uploader(key="train.import").upload("bad.run.zip", hostile, "application/zip").run()
+    assert any("Not imported: bad.run.zip was refused" in e.value for e in at.error)
+    assert list(mini_env.iterdir()) == []  # nothing written
+    at.file_uploader(key="train.import").upload("tiny.run.zip", archive.export_run(trained_once), "application/zip")
+    at.run()
+    assert not at.exception
+    assert any("Imported **tiny-finished** from tiny.run.zip" in s.value for s in at.success)
+    assert at.selectbox(key="train.run").value == "tiny-finished"
+    run = run_records.load_run(mini_env / "tiny-finished")
+    assert run.imported and run.state == "finished"
+    assert any(f"test accuracy **{run.result['test_accuracy']:.1%}**" in s.value for s in at.success)
+    assert any("imported from `tiny.run.zip`" in c.value for c in at.caption)
+    assert points(figures(at)["loss"], "train (per step)") == len(run.steps())  # its curves, as for a local run
+    assert at.button(key="train.resume").disabled is True
+    (export,) = [b for b in at.get("download_button") if b.proto.id.endswith("train.export")]
+    assert export.proto.deferred_file_id  # the archive is built when clicked, not on every redraw
+
+
 def test_preset_fills_the_form_and_problems_block_the_start(mini_env):
     at = open_train_page()
     at.selectbox(key="train.preset").set_value("paper-2012").run()
@@ -253,11 +285,8 @@ def test_form_starts_real_runs_that_queue_for_the_device_and_shows_the_curves(mi
     def record(name):
         return run_records.load_run(mini_env / name, with_metrics=False)
 
-    # Hold the device as another training process would, so both runs must queue (no race on timing).
-    device = open(mini_env / ".device.lock", "a+")
-    fcntl.flock(device, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    device.write("other-run")
-    device.flush()
+    # Hold the CPU's queue as another training process would, so both runs must queue (no race on timing).
+    device = queues.try_take(mini_env, queues.Request(("cpu",)), "other-run")
     try:
         at = open_train_page()
         at.toggle(key="train.advanced").set_value(True).run()
@@ -275,19 +304,21 @@ def test_form_starts_real_runs_that_queue_for_the_device_and_shows_the_curves(mi
         wait_for(lambda: all(record(n).status.get("reason", "").startswith("waiting") for n in names), 60,
                  "the runs never said that they wait for the device")
         at.run()
-        assert any("**queued**: waiting for the device: other-run is training" in i.value for i in at.info)
+        assert any("**queued**: waiting for the device cpu: other-run is training" in i.value for i in at.info)
+        queue = frame(at, "device", "training").set_index("device")
+        assert queue.loc["cpu", "training"] == "other-run" and queue.loc["cpu", "waiting"] == 2
+        assert queue.loc["cpu", "queue"] == ", ".join(names)  # oldest first
     finally:
-        device.truncate(0)
-        device.close()
+        device.release()
 
     # The device is free: one run takes it, the other waits for that one.
     wait_for(lambda: any(record(n).state == "running" for n in names), 60, "no run took the free device")
     first = next(n for n in names if record(n).state == "running")
     second = next(n for n in names if n != first)
-    wait_for(lambda: record(second).status.get("reason") == f"waiting for the device: {first} is training", 30,
+    wait_for(lambda: record(second).status.get("reason") == f"waiting for the device cpu: {first} is training", 30,
              f"{second} did not name {first} as the run it waits for")
     at.selectbox(key="train.run").set_value(second).run()
-    assert any(f"**queued**: waiting for the device: {first} is training" in i.value for i in at.info)
+    assert any(f"**queued**: waiting for the device cpu: {first} is training" in i.value for i in at.info)
     assert jobs.stop(second, mini_env)
 
     assert jobs.wait(first, mini_env, timeout=180) == "finished"

@@ -68,12 +68,27 @@ def test_epochs_to_accuracy_and_best_validation():
 
 def test_differing_keys_splits_configs_and_names_absent_keys():
     a = {"variant": "cifar", "norm": "lrn", "lr": 0.02, "milestones": [5, 8], "seed": 0}
-    b = {"variant": "cifar", "norm": "bn", "lr": 0.02, "milestones": [5, 8], "seed": 0, "zoom": 0.1}
+    b = {"variant": "cifar", "norm": "bn", "lr": 0.02, "milestones": [5, 8], "seed": 0, "warmup": 3}
     differ, shared = compare.differing_keys({"run-a": a, "run-b": b})
-    assert differ == {"norm": {"run-a": "lrn", "run-b": "bn"}, "zoom": {"run-a": "(absent)", "run-b": 0.1}}
+    assert differ == {"norm": {"run-a": "lrn", "run-b": "bn"}, "warmup": {"run-a": "(absent)", "run-b": 3}}
     assert shared == {"variant": "cifar", "lr": 0.02, "milestones": [5, 8], "seed": 0}
     assert compare.differing_keys({"one": a}) == ({}, a)
     assert compare.differing_keys({"x": {"lr": 1}, "y": {"lr": 1.0}})[0] == {"lr": {"x": 1, "y": 1.0}}  # 1 is not 1.0
+
+
+def test_a_key_an_older_record_lacks_reads_as_its_default():
+    """A run trained before a TrainConfig field existed trained with that field's default: `processes` (added with
+    data-parallel runs) neither differs nor splits a seed group when the newer run holds the default."""
+    new = TrainConfig(norm="lrn", seed=1).to_dict()
+    old = {k: v for k, v in TrainConfig(norm="lrn", seed=0).to_dict().items() if k != "processes"}
+    differ, shared = compare.differing_keys({"old": old, "new": new})
+    assert differ == {"seed": {"old": 0, "new": 1}} and shared["processes"] == 1
+    differ, _ = compare.differing_keys({"old": old, "new": {**new, "processes": 2, "zoom": 0.1}})
+    assert differ["processes"] == {"old": 1, "new": 2} and differ["zoom"] == {"old": 0.0, "new": 0.1}
+    runs = [run_records.Run("old", Path("/nowhere/old"), old, {"state": "finished"}, None, []),
+            fake_run("new", norm="lrn", seed=1), fake_run("bn", norm="bn", seed=0)]
+    assert {tuple(r.name for r in g.runs): g.label for g in compare.group_by_seed(runs)} == {
+        ("old", "new"): "norm=lrn", ("bn",): "norm=bn"}
 
 
 def test_summary_of_a_running_and_a_finished_run():

@@ -12,8 +12,10 @@ from typing import IO
 
 import pytest
 
-from alexnet import jobs
+from alexnet import jobs, queues
 from alexnet.runs import RunWriter
+
+CPU = queues.Request(("cpu",))
 
 
 def hold_lock(path: Path) -> IO:
@@ -25,10 +27,10 @@ def hold_lock(path: Path) -> IO:
 
 def test_a_second_trainer_of_the_same_run_is_refused(tmp_path):
     writer = RunWriter.create(tmp_path, "taken", {})
-    with jobs.device_lock(tmp_path, writer, threading.Event()):  # the first trainer
+    with jobs.device_lock(tmp_path, writer, CPU, threading.Event()):  # the first trainer
         assert jobs.is_training(tmp_path, "taken")
         with pytest.raises(RuntimeError, match="already being trained"):
-            with jobs.device_lock(tmp_path, writer, threading.Event()):
+            with jobs.device_lock(tmp_path, writer, CPU, threading.Event()):
                 pass
     assert not jobs.is_training(tmp_path, "taken")
 
@@ -38,7 +40,7 @@ def test_a_trainer_starting_while_someone_looks_at_the_lock_still_starts(tmp_pat
     writer = RunWriter.create(tmp_path, "looked-at", {})
     looker = hold_lock(writer.path / ".lock")  # a look that lasts far longer than a real one
     threading.Timer(0.3, looker.close).start()
-    with jobs.device_lock(tmp_path, writer, threading.Event()):
+    with jobs.device_lock(tmp_path, writer, CPU, threading.Event()):
         assert jobs.is_training(tmp_path, "looked-at")
     assert not jobs.is_training(tmp_path, "looked-at")
 

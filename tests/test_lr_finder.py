@@ -20,7 +20,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from alexnet import cli, experiment, jobs, lr_search
+from alexnet import cli, experiment, jobs, lr_search, queues
 from alexnet import runs as run_records
 from alexnet.config import TrainConfig
 from alexnet.lr_finder import RangeTest, RangeTestSettings, range_test, rates
@@ -137,6 +137,31 @@ def test_a_background_test_runs_once_and_is_kept_for_its_config(mini_dir, runs_d
     assert lr_search.cached(runs_dir, other, settings) is None
 
 
+def test_a_test_waits_in_its_devices_queue_and_runs_in_one_process(mini_dir, runs_dir):
+    """A range test holds one device whatever the config's processes (the batch is global: one process takes the
+    same steps), so a data-parallel config shares its one-process twin's key; it waits while another holds that
+    device's queue, and names itself to whoever waits once it holds it."""
+    config, settings = small(mini_dir, device="cpu", processes=2), RangeTestSettings(steps=5)
+    assert lr_search.cache_key(config, settings) == lr_search.cache_key(replace(config, processes=1), settings)
+    heard, results = [], []
+
+    def progress(update: dict) -> None:
+        heard.append({**update, "holder": queues.holder(runs_dir, "cpu")})
+
+    tester = threading.Thread(target=lambda: results.append(lr_search.ensure(runs_dir, config, settings,
+                                                                            on_progress=progress)))
+    with jobs.hold_device(runs_dir, queues.request("cpu"), "another run", threading.Event(), lambda reason: None):
+        tester.start()
+        waiting = wait_for(lambda: next((h for h in heard if "is training" in h.get("reason", "")), None))
+        assert waiting["reason"] == "waiting for the device cpu: another run is training"
+        assert not any(h["state"] == "running" for h in heard)
+    tester.join(timeout=120)
+    assert results and results[0].steps == 5 and results[0].config["processes"] == 1
+    running = [h for h in heard if h["state"] == "running"]
+    assert running and {h["holder"] for h in running} == {"a learning-rate range test (cifar, bn)"}
+    assert queues.holder(runs_dir, "cpu") is None  # released once it ended
+
+
 def test_the_command_line_prints_the_curve_and_the_suggestion(mini_dir, capsys):
     assert cli.main(["lr-find", "--variant", "cifar", "--norm", "bn", "--batch-size", "32", "--max-train-images",
                      "256", "--threads", "1", "--data-dir", str(mini_dir), "--steps", "6", "--start", "1e-4",
@@ -220,14 +245,17 @@ def test_a_search_killed_midway_keeps_what_it_found_and_continues_without_search
     assert experiment.summarize(launched, runs_dir).searching is False  # no conductor lives: it reads stopped
     settings = experiment.search_settings(plan)
     lrn_test = lr_search.ensure(runs_dir, experiment.search_config(plan, "lrn"), settings)  # kept from before
-    with jobs.hold_device(runs_dir, "another run", threading.Event(), lambda reason: None):
+    may_take = queues.request(plan.device).candidates  # every device BN's test may take, held by "another run"
+    with jobs.hold_device(runs_dir, queues.Request(may_take, len(may_take)), "another run", threading.Event(),
+                          lambda reason: None):
         conductor = subprocess.Popen([sys.executable, "-m", "alexnet", "--runs", str(runs_dir), "experiment",
                                       "--resume", launched.name], cwd=REPO, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         try:  # the kept LRN test is recorded at once; BN's waits for the device this test holds
             waiting = wait_for(lambda: (s := experiment.search_state(experiment.load(runs_dir, launched.name)))
-                               .get("norm") == "bn" and "waiting for the device" in s.get("reason", "") and s)
-            assert waiting["state"] == "running" and "another run is training" in waiting["reason"]
+                               .get("norm") == "bn" and "is training" in s.get("reason", "") and s)
+            assert waiting["state"] == "running" and waiting["reason"] == queues.waiting_reason(
+                runs_dir, queues.request(plan.device))  # "waiting for the device cpu: another run is training"
             assert experiment.summarize(experiment.load(runs_dir, launched.name), runs_dir).searching
         finally:
             conductor.kill()

@@ -1,5 +1,6 @@
 """The Compare page's runs side by side: their curves (and seed bands), the summary table, the config keys that
-differ, and the exports. A fragment that polls every 2 s while a chosen run trains (`compare_view`).
+differ, where they came from, and the exports. A fragment that polls every 2 s while a chosen run trains
+(`compare_view`).
 
 The table, the differing keys and the bands come from `alexnet.compare`.
 """
@@ -13,6 +14,8 @@ from alexnet import charts, compare
 from alexnet import runs as run_records
 from alexnet.runs import ACTIVE_STATES as ACTIVE
 from pages._shared.curve_controls import curve_controls, off_axis_note
+from pages._shared.environment import draw_environment
+from pages._shared.sharing import export_button
 
 REFRESH = "2s"  # how often a view of runs that train reads their folders again
 
@@ -134,12 +137,16 @@ def draw_config_diff(chosen: list[run_records.Run]) -> None:
 
 
 def draw_exports(chosen: list[run_records.Run], rows: list[dict]) -> None:
-    a, b, _ = st.columns([1, 1, 2])
+    a, b, c, d = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
     a.download_button("Table as CSV", compare.rows_to_csv(rows), file_name="runs.csv", mime="text/csv",
                       icon=":material/table:", key="compare.csv")
     b.download_button("Metrics + configs (JSON)", json.dumps(compare.export_runs(chosen), indent=1),
                       file_name="runs.json", mime="application/json", icon=":material/download:",
                       key="compare.json", help="Every chosen run's config, status, result and metrics events.")
+    names = [r.name for r in chosen]
+    shared = c.selectbox("Run to share", names, key="compare.share", label_visibility="collapsed") \
+        if len(names) > 1 else names[0]
+    export_button(chosen[names.index(shared)], "compare.export", d)
 
 
 def compare_view(root, names: tuple[str, ...], active_when_drawn: frozenset[str]) -> None:
@@ -151,4 +158,5 @@ def compare_view(root, names: tuple[str, ...], active_when_drawn: frozenset[str]
     st.subheader("Summary")
     rows = draw_table(chosen)
     draw_config_diff(chosen)
+    draw_environment(chosen)
     draw_exports(chosen, rows)

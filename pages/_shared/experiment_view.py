@@ -13,6 +13,7 @@ from alexnet.history import LRN_STUDIES
 from alexnet.cli import experiment_command
 from pages._shared.compare_runs import REFRESH, rerun_if_changed
 from pages._shared.dataset import dataset_in_use, job_data_dir
+from pages._shared.devices import where_runs_train
 from pages._shared.search_view import search_view
 
 NORM_COLORS = charts.NORM_COLORS
@@ -42,8 +43,8 @@ def start_experiment() -> None:
     st.session_state["exp.chosen"] = launched.name
     first = (f"**{launched.name}** searches each norm's learning rate, then queues" if launched.search is not None
              else f"Queued **{launched.name}**:")
-    st.session_state["exp.notice"] = ("success", f"{first} {2 * plan.seeds} runs that take turns on the device. You "
-                                                 "can close this tab; they go on.")
+    st.session_state["exp.notice"] = ("success", f"{first} {2 * plan.seeds} runs, each on the first free device. "
+                                                 "You can close this tab; they go on.")
 
 
 def experiment_form() -> None:
@@ -77,8 +78,8 @@ def experiment_form() -> None:
     else:
         search = f"a range test of {plan.search_steps} steps per norm, then " \
             if experiment.RECIPES[plan.recipe].searched else ""
-        st.caption(f"{search}{2 * plan.seeds} runs of {plan.epochs} epochs on {source.label}, one after the other on "
-                   "the one device. The same from a terminal:")
+        st.caption(f"{search}{2 * plan.seeds} runs of {plan.epochs} epochs on {source.label}, {where_runs_train()}. "
+                   "The same from a terminal:")
         st.code(experiment_command(plan), language="bash", wrap_lines=True)
     if problems:
         st.error("\n".join(f"- {p}" for p in problems))

@@ -57,7 +57,7 @@ def lr_finder_panel() -> None:
         st.caption(f"Trains these settings for {settings.steps} steps on the training split while the rate rises from "
                    f"{settings.start:g} to {settings.end:g} (constant within a step, no schedule), stops once the "
                    f"smoothed loss passes {settings.divergence:g}x its minimum, and suggests "
-                   f"{lr_finder.RULE_TEXT}, as a peak rate. It runs in the background, waits for the device like a "
+                   f"{lr_finder.RULE_TEXT}, as a peak rate. It runs in the background, waits for its device like a "
                    "run, and is kept: the same settings again show at once.")
         state = "none" if problems else lr_search.status(run_records.runs_root(), config, settings)["state"]
         active = state in ACTIVE_STATES

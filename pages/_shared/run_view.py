@@ -13,6 +13,8 @@ from alexnet import runs as run_records
 from alexnet.progress import best_epoch, last_start, run_progress, run_row
 from alexnet.runs import ACTIVE_STATES as ACTIVE
 from pages._shared.curve_controls import curve_controls, off_axis_note
+from pages._shared.devices import draw_queues
+from pages._shared.sharing import export_button
 from pages._shared.train_settings import copy_settings
 
 
@@ -66,7 +68,8 @@ def draw_figures(run: run_records.Run) -> None:
              help="Measured once, on the test set, when the run finishes.")
     st.caption(f"**Dataset:** {run.status.get('dataset') or start.get('dataset') or 'not loaded yet'} · "
                f"**device:** {run.status.get('device') or start.get('device') or '–'}"
-               + (f" · **precision:** {start['precision']}" if start.get("precision") else ""))
+               + (f" · **precision:** {start['precision']}" if start.get("precision") else "")
+               + (f" · imported from `{run.status['imported'].get('archive')}`" if run.imported else ""))
 
 
 # ---- the buttons' callbacks (see draw_actions)
@@ -106,11 +109,12 @@ def draw_actions(run: run_records.Run, root) -> None:
     """The run's buttons. Each acts in its callback, which Streamlit runs before the script: this view reruns
     every 1.5 s while anything trains, and a poll that preempts the click's rerun would skip an action written
     as `if st.button(...)` (the click's True is not sent again)."""
-    a, b, c, d, _ = st.columns([1, 1, 1, 2, 1])
+    a, b, c, d, e = st.columns([1, 1, 1, 2, 1])
     a.button("Stop", key="train.stop", disabled=run.state not in ACTIVE, icon=":material/stop:",
              on_click=stop_run, args=(run.name, root),
              help="Saves a checkpoint after the current step; Resume continues from there.")
-    can_resume = run.state == "stopped" or (run.state == "failed" and run.status.get("checkpoint"))
+    can_resume = (run.state == "stopped" or (run.state == "failed" and run.status.get("checkpoint"))) \
+        and not run.imported
     b.button("Resume", key="train.resume", disabled=not can_resume, icon=":material/play_arrow:",
              on_click=resume_run, args=(run.name, root))
     c.button("Delete…", key="train.delete", disabled=run.state in ACTIVE, icon=":material/delete:",
@@ -118,6 +122,7 @@ def draw_actions(run: run_records.Run, root) -> None:
     d.button("New run like this", key="train.copy", icon=":material/content_copy:",
              on_click=copy_settings, args=(run.name, run.config),
              help="Fill the form with this run's settings, to change one knob and compare.")
+    export_button(run, "train.export", e)
     error = st.session_state.pop("train.action_error", None)
     if error:
         st.error(error)
@@ -184,3 +189,5 @@ def live_view(root, active_when_drawn: frozenset[str]) -> None:
     draw_actions(run, root)
     st.markdown("**All runs**")
     runs_table(all_runs)
+    st.markdown("**Devices**")
+    draw_queues(root, all_runs)

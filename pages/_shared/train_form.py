@@ -10,11 +10,12 @@ import streamlit as st
 
 from alexnet import data as datasets
 from alexnet import imagenet, presets
-from alexnet.config import INITS, OPTIMIZERS, PRECISIONS, SCHEDULES, device_choices
+from alexnet.config import INITS, OPTIMIZERS, PRECISIONS, SCHEDULES
 from alexnet.models import VARIANTS
 from alexnet.norms import NORM_LABELS
 from alexnet.progress import planned_steps
 from alexnet.train import pick_device
+from pages._shared import devices
 from pages._shared.lr_finder_view import lr_finder_panel
 from pages._shared.train_settings import (apply_preset, default_name, epochs_edited, form_config, key,
                                           milestones_edited, start_run)
@@ -101,11 +102,13 @@ def optimisation_fields() -> None:
     b.number_input("Batch size", min_value=1, step=32, key=key("batch_size"), **PERSIST)
     c.number_input("Seed", min_value=0, step=1, key=key("seed"), **PERSIST,
                    help="The split, order, augmentation, init and dropout all follow it.")
-    options = device_choices()
+    options = devices.device_options()
     if st.session_state[key("device")] not in options:
         st.session_state[key("device")] = "auto"
-    d.selectbox("Device", options, key=key("device"), **PERSIST,
-                help="auto: a CUDA GPU, else Apple's MPS, else the CPU. Runs take turns on one device.")
+    d.selectbox("Device", options, key=key("device"), format_func=devices.label, **PERSIST,
+                help="Each device has its own queue: a run waits only for its device. auto: the first free CUDA "
+                     "GPU, else Apple's MPS, else the CPU. All GPUs: one run trained data-parallel under torchrun, "
+                     "one process a GPU, each a share of every batch.")
 
 
 def schedule_fields() -> None:

@@ -12,12 +12,13 @@ from dataclasses import fields
 import streamlit as st
 
 from alexnet import data as datasets
-from alexnet import imagenet, jobs, presets
+from alexnet import imagenet, jobs, presets, queues
 from alexnet import runs as run_records
 from alexnet.config import TrainConfig
+from pages._shared import devices
 from pages._shared.dataset import dataset_in_use, job_data_dir
 
-FORM_FIELDS = [f.name for f in fields(TrainConfig) if f.name != "data_dir"]
+FORM_FIELDS = [f.name for f in fields(TrainConfig) if f.name not in ("data_dir", "processes")]  # processes: device
 
 
 def key(field: str) -> str:
@@ -29,6 +30,7 @@ def fill_form(config: TrainConfig) -> None:
     for name in FORM_FIELDS:
         value = getattr(config, name)
         st.session_state[key(name)] = ", ".join(map(str, value)) if name == "milestones" else value
+    st.session_state[key("device")] = devices.option_for(config.device, config.processes)
     st.session_state["train.milestones_ref"] = (list(config.milestones), config.epochs)
 
 
@@ -42,7 +44,7 @@ def copy_settings(run_name: str, run_config: dict) -> None:
 
     The button lies in the live view's fragment and the form outside it, so the callback asks for a rerun of
     the whole page (`st.rerun()` in a callback: queued with this interaction, so a poll cannot drop it)."""
-    known = {name: value for name, value in run_config.items() if name in FORM_FIELDS}
+    known = {name: value for name, value in run_config.items() if name in FORM_FIELDS or name == "processes"}
     try:
         config = TrainConfig.from_dict(known)  # keys a newer or older version lacks keep their defaults
     except (TypeError, ValueError) as err:
@@ -93,6 +95,7 @@ def form_config() -> tuple[TrainConfig, list[str]]:
     source = dataset_in_use()
     values["data_dir"] = job_data_dir(source)  # the job trains on what the sidebar shows
     values["pretrained_path"] = (values["pretrained_path"] or "").strip() or None
+    values["device"], values["processes"] = devices.to_config(values["device"])
     config = TrainConfig.from_dict(values)
     if config.variant == "imagenet":
         try:
@@ -101,6 +104,10 @@ def form_config() -> tuple[TrainConfig, list[str]]:
             problems.append(str(err))
     if not isinstance(source, datasets.DatasetSource):
         problems.append(f"no dataset: {source}")
+    try:
+        queues.request(config.device, config.processes)  # what this machine's devices can train
+    except ValueError as err:
+        problems.append(str(err))
     name = st.session_state.get("train.name", "").strip()
     if name:
         try:
