@@ -3,7 +3,10 @@
 `curves_figure` draws loss or accuracy curves of one or many runs straight from their
 metrics.jsonl events: training dashed, validation solid, one colour per run name that stays
 the same in every chart, an optional debiased exponential smoothing with the raw curve kept
-faintly behind it, so smoothing can never hide what was measured.
+faintly behind it, so smoothing can never hide what was measured. `rate_figure` draws the
+learning rate the same runs logged, on the same x axes: epoch, step, training seconds, or the wall
+clock (a date axis; records from before wall-clock times were logged lack it, `runs_off_axis`).
+`settings_figure` sets finished runs' differing settings against their test accuracy.
 """
 from __future__ import annotations
 
@@ -13,23 +16,26 @@ import textwrap
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from .compare import mean_band
+from .compare import SettingsAgainstAccuracy, mean_band
 from .norms import NORM_SHORT_LABELS
 from .smoothing import smooth
 
 __all__ = ["PALETTE", "run_color", "smooth", "Series", "curve_series", "curves_figure", "legend_below",
+           "rate_series", "rate_figure", "rate_caption", "runs_off_axis", "X_AXES",
            # images, attribution maps and class probabilities (Predict and Explain pages)
            "probability_bars", "image_figure", "overlay_figure", "signed_rgb", "mosaic_figure", "feature_maps_figure",
            "cascade_figure", "fit_height", "MOSAIC_WIDTH", "HEAT_SCALE", "ACTIVATION_SCALE", "SIGNED_SCALE",
            # comparing runs and the architecture diagram (Compare and Home pages)
            "confusion_figure", "per_class_figure", "seed_band_figure", "architecture_figure", "layer_labels",
            "png_config", "NORM_COLORS", "distinct_colors", "replication_figure", "SHORT_CLASS_NAMES",
+           "settings_figure", "ACCURACY_SCALE",
            # what a norm layer does (Explain page)
            "norm_statistics_figure"]
 
@@ -37,8 +43,9 @@ __all__ = ["PALETTE", "run_color", "smooth", "Series", "curve_series", "curves_f
 PALETTE: tuple[str, ...] = tuple(dict.fromkeys(qualitative.Plotly + qualitative.D3 + qualitative.Dark24))
 
 METRICS = {"loss": "loss", "acc": "accuracy"}
-X_AXES = {"epoch": "epoch", "step": "step", "time": "training time (s)"}
-X_KEYS = {"epoch": "epoch", "step": "global_step", "time": "time"}
+# The x axes of every curve: its title, and the event key it reads ("wall": Unix seconds, drawn as dates).
+X_AXES = {"epoch": "epoch", "step": "step", "time": "training time (s)", "wall": "wall clock"}
+X_KEYS = {"epoch": "epoch", "step": "global_step", "time": "time", "wall": "wall"}
 
 
 def run_color(name: str) -> str:
@@ -58,18 +65,23 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
+def _x_key(x: str) -> str:
+    if x not in X_KEYS:
+        raise ValueError(f"x must be one of {', '.join(X_KEYS)}, got {x!r}")
+    return X_KEYS[x]
+
+
 def curve_series(events: Iterable[dict], metric: str = "loss", x: str = "epoch", per: str = "step") -> list[Series]:
     """The curves one run's events give: training per step (or per epoch), validation per epoch, the test point.
 
-    Points whose value is missing or not finite (no validation split: NaN) are left out.
+    Points whose value is missing or not finite (no validation split: NaN), or that lack the x axis's value
+    (an older record's events on the wall clock), are left out.
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
-    if x not in X_KEYS:
-        raise ValueError(f"x must be one of {', '.join(X_KEYS)}, got {x!r}")
     if per not in ("step", "epoch"):
         raise ValueError(f"per must be 'step' or 'epoch', got {per!r}")
-    x_key = X_KEYS[x]
+    x_key = _x_key(x)
     train_event, train_key = ("step", metric) if per == "step" else ("epoch", f"train_{metric}")
     wanted = {"train": (train_event, train_key), "validation": ("epoch", f"val_{metric}"),
               "test": ("end", f"test_{metric}")}
@@ -80,6 +92,35 @@ def curve_series(events: Iterable[dict], metric: str = "loss", x: str = "epoch",
                 series[kind].x.append(float(event[x_key]))
                 series[kind].y.append(float(event[key]))
     return [s for s in series.values() if s.x]
+
+
+def rate_series(events: Iterable[dict], x: str = "step") -> Series:
+    """The learning rate each step event logged, against `x`: the first parameter group's, which is the head's
+    where the conv layers train at a fraction of the rate (`TrainConfig.features_lr_scale`)."""
+    x_key = _x_key(x)
+    series = Series("rate", [], [])
+    for event in events:
+        if event.get("event") == "step" and _finite(event.get("lr")) and _finite(event.get(x_key)):
+            series.x.append(float(event[x_key]))
+            series.y.append(float(event["lr"]))
+    return series
+
+
+def runs_off_axis(runs: Mapping[str, Sequence[dict]], x: str) -> list[str]:
+    """The runs some of whose step or epoch events lack the x axis's value, so their curves miss those points:
+    on the wall clock, runs recorded (or begun) before wall-clock times were logged."""
+    x_key = _x_key(x)
+    return [run for run, events in runs.items()
+            if any(e.get("event") in ("step", "epoch") and not _finite(e.get(x_key)) for e in events)]
+
+
+def _plot_x(values: Sequence[float], x: str) -> list:
+    """x values as plotly draws them: the wall clock's Unix seconds as local date-times."""
+    return [datetime.fromtimestamp(v) for v in values] if x == "wall" else list(values)
+
+
+def _x_hover(x: str) -> str:
+    return f"{X_AXES[x]} %{{x|%Y-%m-%d %H:%M:%S}}" if x == "wall" else f"{X_AXES[x]} %{{x:.2f}}"
 
 
 def _trace_name(run: str, kind: str, single: bool, per: str) -> str:
@@ -123,10 +164,11 @@ def curves_figure(runs: Mapping[str, Sequence[dict]] | Iterable[tuple[str, Seque
                                      line=dict(color=color, width=3), hoverinfo="skip"))
         for s in series:
             name = _trace_name(run, s.kind, single, per)
-            hover = (f"<b>{run}</b><br>{s.kind}<br>{X_AXES[x]} %{{x:.2f}}<br>{METRICS[metric]} "
+            hover = (f"<b>{run}</b><br>{s.kind}<br>{_x_hover(x)}<br>{METRICS[metric]} "
                      f"%{{y:{value_format}}}<extra></extra>")
+            xs = _plot_x(s.x, x)
             if s.kind == "test":
-                fig.add_trace(go.Scatter(x=s.x, y=s.y, name=name, legendgroup=group, mode="markers",
+                fig.add_trace(go.Scatter(x=xs, y=s.y, name=name, legendgroup=group, mode="markers",
                                          marker=dict(color=color, symbol="star", size=13,
                                                      line=dict(color="white", width=1)),
                                          hovertemplate=hover, showlegend=not by_run))
@@ -136,27 +178,61 @@ def curves_figure(runs: Mapping[str, Sequence[dict]] | Iterable[tuple[str, Seque
             mode = "lines+markers" if markers else "lines"
             y = s.y
             if smoothing > 0 and len(s.y) > 1:
-                fig.add_trace(go.Scatter(x=s.x, y=s.y, mode=mode, legendgroup=group, showlegend=False,
+                fig.add_trace(go.Scatter(x=xs, y=s.y, mode=mode, legendgroup=group, showlegend=False,
                                          opacity=0.25, line=dict(color=color, dash=dash, width=1),
                                          marker=dict(size=4), hoverinfo="skip", name=f"{name} (raw)"))
                 y = smooth(s.y, smoothing)
-            fig.add_trace(go.Scatter(x=s.x, y=y, name=name, legendgroup=group, mode=mode,
+            fig.add_trace(go.Scatter(x=xs, y=y, name=name, legendgroup=group, mode=mode,
                                      line=dict(color=color, dash=dash, width=2), marker=dict(size=6),
                                      hovertemplate=hover, showlegend=not by_run))
-    return _curves_layout(fig, metric, x, smoothing > 0, log_y, title, height)
-
-
-def _curves_layout(fig: go.Figure, metric: str, x: str, smoothed: bool, log_y: bool, title: str | None,
-                   height: int) -> go.Figure:
-    """Axes, legend under the plot, and a 'no points yet' note on an empty figure."""
-    fig.update_layout(
-        title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10), legend=legend_below(),
-        xaxis_title=X_AXES[x], yaxis_title=METRICS[metric] + (" (smoothed)" if smoothed else ""),
-        hovermode="closest", template="plotly_white")
-    if log_y:
-        fig.update_yaxes(type="log")
+    fig = _curves_layout(fig, METRICS[metric] + (" (smoothed)" if smoothing > 0 else ""), x, log_y, title, height)
     if metric == "acc":
         fig.update_yaxes(tickformat=".1~%")  # 14%, 13.5%: no repeated labels on a narrow range
+    return fig
+
+
+def rate_figure(runs: Mapping[str, Sequence[dict]], x: str = "step", log_y: bool = False, title: str | None = None,
+                height: int = 380, colors: Mapping[str, str] | None = None) -> go.Figure:
+    """The learning rate of several runs, one line a run in its colour, from their step events (`rate_series`);
+    the same x axes as `curves_figure`. One run: no legend. Ticks as plain numbers (0.05, 2e-7), never SI
+    prefixes (200n)."""
+    fig = go.Figure()
+    for run, events in runs.items():
+        series = rate_series(events, x)
+        if not series.x:
+            continue
+        color = (colors or {}).get(run) or run_color(run)
+        fig.add_trace(go.Scatter(x=_plot_x(series.x, x), y=series.y, name=run, mode="lines",
+                                 line=dict(color=color, width=2), showlegend=len(runs) > 1,
+                                 hovertemplate=f"<b>{run}</b><br>{_x_hover(x)}<br>learning rate %{{y:.3g}}"
+                                               "<extra></extra>"))
+    return _curves_layout(fig, "learning rate", x, log_y, title, height).update_yaxes(tickformat=".2~g")
+
+
+def rate_caption(configs: Mapping[str, Mapping]) -> str:
+    """What the rate chart shows for runs with these configs: the logged rate is the head's where the conv layers
+    train at a fraction of it, or not at all."""
+    text = "The learning rate each logged step trained with."
+    scaled = [f"{run} ({config['features_lr_scale']:g}×)" for run, config in configs.items()
+              if config.get("features_lr_scale", 1) != 1 and not config.get("freeze_features")]
+    frozen = [run for run, config in configs.items() if config.get("freeze_features")]
+    if scaled:
+        text += (f" The conv layers of {', '.join(scaled)} train at that fraction of the rate: the curve is the "
+                 "classifier's (the head's) rate.")
+    if frozen:
+        text += f" The conv layers of {', '.join(frozen)} are frozen: the curve is the classifier's rate alone."
+    return text
+
+
+def _curves_layout(fig: go.Figure, y_title: str, x: str, log_y: bool, title: str | None, height: int) -> go.Figure:
+    """Axes (a date axis for the wall clock), legend under the plot, and a 'no points yet' note on an empty figure."""
+    fig.update_layout(
+        title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10), legend=legend_below(),
+        xaxis_title=X_AXES[x], yaxis_title=y_title, hovermode="closest", template="plotly_white")
+    if x == "wall":
+        fig.update_xaxes(type="date")
+    if log_y:
+        fig.update_yaxes(type="log")
     if not fig.data:
         fig.add_annotation(text="no points yet", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
                            font=dict(size=16, color="grey"))
@@ -173,6 +249,7 @@ HEAT_SCALE = "Inferno"      # one-sided attribution maps: black (none) to pale y
 ACTIVATION_SCALE = "Viridis"  # activations: dark blue (0) to yellow
 SIGNED_SCALE = "RdBu_r"     # signed values: ColorBrewer's diverging blue-white-red, as light at 0 as at the
                             # other end is dark, the same lightness for +v and -v
+ACCURACY_SCALE = "Viridis"  # runs coloured by test accuracy: dark blue (lowest) to yellow (highest)
 
 
 def _picture_layout(fig: go.Figure, title: str | None, height: int) -> go.Figure:
@@ -411,6 +488,52 @@ def per_class_figure(per_class: Mapping[str, Sequence[float]], classes: Sequence
                       margin=dict(l=10, r=10, t=40 if title else 10, b=10), legend=legend_below(),
                       yaxis=dict(range=[0, 1], tickformat=".0%", title="test accuracy"))
     return fig
+
+
+def settings_figure(plot: SettingsAgainstAccuracy, height: int = 420, colors: Mapping[str, str] | None = None
+                    ) -> go.Figure:
+    """Finished runs' settings against their test accuracy (`compare.settings_against_accuracy`).
+
+    Two or more differing settings: parallel coordinates, an axis a setting (categories at their labels, a
+    log axis labelled with the values) and test accuracy last, each run a line coloured by its accuracy on
+    ACCURACY_SCALE, the colour bar under the plot. One setting: a scatter of accuracy against it, each run
+    a point in its own colour (`colors`, else `run_color`), hover naming it. None: a note.
+    """
+    if len(plot.axes) == 1:
+        return _setting_scatter(plot, height, colors)
+    fig = go.Figure()
+    if plot.axes:
+        dimensions = [dict(label=a.key + (" (log)" if a.log else ""), values=a.values, tickvals=a.ticks or None,
+                           ticktext=a.labels or None) for a in plot.axes]
+        dimensions.append(dict(label="test accuracy", values=plot.accuracy, tickformat=".1%"))
+        fig.add_trace(go.Parcoords(
+            dimensions=dimensions, labelfont=dict(size=12), tickfont=dict(size=11), rangefont=dict(size=10),
+            line=dict(color=plot.accuracy, colorscale=ACCURACY_SCALE, showscale=True,
+                      colorbar=dict(_BAR_BELOW, title=dict(text="test accuracy", side="right"), tickformat=".1%"))))
+    else:
+        fig.add_annotation(text="no settings differ between these finished runs", showarrow=False, xref="paper",
+                           yref="paper", x=0.5, y=0.5, font=dict(size=16, color="grey"))
+        fig.update_xaxes(visible=False)
+        fig.update_yaxes(visible=False)
+    # The first axis's tick labels lie left of it, in the margin: room for the longest (about 7 px a character).
+    left = max(60, min(240, 7 * max((len(label) for label in plot.axes[0].labels), default=0))) if plot.axes else 60
+    return fig.update_layout(height=height, margin=dict(l=left, r=60, t=50, b=80), template="plotly_white")
+
+
+def _setting_scatter(plot: SettingsAgainstAccuracy, height: int, colors: Mapping[str, str] | None) -> go.Figure:
+    axis = plot.axes[0]
+    place = {v: label for v, label in zip(axis.ticks, axis.labels)}
+    shown = [place.get(v, f"{10 ** v:g}" if axis.log else f"{v:g}") for v in axis.values]
+    fig = go.Figure(go.Scatter(
+        x=axis.values, y=plot.accuracy, mode="markers", customdata=[[r, v] for r, v in zip(plot.runs, shown)],
+        marker=dict(size=13, color=[(colors or {}).get(r) or run_color(r) for r in plot.runs],
+                    line=dict(color="white", width=1)),
+        hovertemplate=f"<b>%{{customdata[0]}}</b><br>{axis.key} %{{customdata[1]}}<br>test accuracy %{{y:.1%}}"
+                      "<extra></extra>"))
+    fig.update_xaxes(title=axis.key + (" (log)" if axis.log else ""), tickvals=axis.ticks or None,
+                     ticktext=axis.labels or None)
+    return fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), template="plotly_white",
+                             yaxis=dict(title="test accuracy", tickformat=".1%"), showlegend=False)
 
 
 def _rgba(color: str, alpha: float) -> str:

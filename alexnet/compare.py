@@ -28,7 +28,8 @@ from .runs import Run
 __all__ = ["RunSummary", "summarize_run", "summary_rows", "rows_to_csv", "epochs_to_accuracy", "best_validation",
            "differing_keys", "SeedGroup", "group_by_seed", "BandPoint", "mean_band", "Verdict", "verdict",
            "Welch", "welch", "mean_std", "disagreements", "dataset_mismatch",
-           "export_runs", "MACHINE_KEYS"]
+           "export_runs", "MACHINE_KEYS", "SettingAxis", "SettingsAgainstAccuracy", "setting_axis",
+           "settings_against_accuracy"]
 
 # Config keys that change neither the maths nor the data: runs differing only in these (and the seed) are repeats.
 MACHINE_KEYS = ("threads", "log_every")
@@ -166,6 +167,80 @@ def differing_keys(configs: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, 
         elif values:
             shared[key] = next(iter(values.values()))
     return differ, shared
+
+
+# ---------------------------------------------------------------- settings against test accuracy
+
+@dataclass
+class SettingAxis:
+    """One config key as an axis: each run's place on it, and where its labels go.
+
+    Numbers sit at their value (at its log10 when the values span two decades or more, `log`); any other
+    values (names, None, lists, '(absent)') are categories at 0, 1, 2... in the order of their labels.
+    """
+    key: str
+    values: list[float]        # each run's place, in the runs' order
+    ticks: list[float]         # where labels go; empty: the plot's own ticks
+    labels: list[str]
+    log: bool = False
+
+
+@dataclass
+class SettingsAgainstAccuracy:
+    """Finished runs' differing settings and their test accuracy, one entry a run in each list."""
+    runs: list[str]
+    accuracy: list[float]      # test accuracy, a fraction
+    axes: list[SettingAxis]    # the config keys that differ between these runs (machine keys left out)
+
+
+_MAX_TICKS = 8     # distinct numbers labelled one by one; more get the plot's own ticks (or powers of ten)
+_MAX_LABEL = 32    # characters of a category's label (a long path keeps its end)
+
+
+def _label(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        text = ", ".join(_short(v) for v in value) or "none"
+    else:
+        text = _short(value)
+    return text if len(text) <= _MAX_LABEL else "…" + text[-(_MAX_LABEL - 1):]
+
+
+def setting_axis(key: str, values: Sequence[Any]) -> SettingAxis:
+    """The axis of one config key from the runs' values of it (see `SettingAxis`)."""
+    if all(_finite(v) for v in values):
+        distinct = sorted({float(v) for v in values})
+        log = distinct[0] > 0 and distinct[-1] / distinct[0] >= 100
+        place = math.log10 if log else float
+        if len(distinct) <= _MAX_TICKS:
+            ticks = distinct
+        elif log:
+            ticks = [10.0 ** k for k in range(math.ceil(place(distinct[0])), math.floor(place(distinct[-1])) + 1)]
+        else:
+            ticks = []
+        return SettingAxis(key, [place(float(v)) for v in values], [place(t) for t in ticks],
+                           [f"{t:g}" for t in ticks], log)
+    by_repr = {repr(v): v for v in values}
+    order = sorted(by_repr, key=lambda r: (_label(by_repr[r]), r))
+    index = {r: i for i, r in enumerate(order)}
+    return SettingAxis(key, [float(index[repr(v)]) for v in values], [float(i) for i in range(len(order))],
+                       [_label(by_repr[r]) for r in order])
+
+
+def settings_against_accuracy(runs: Sequence[Run]) -> SettingsAgainstAccuracy:
+    """The finished runs among `runs` (those with a test accuracy), their test accuracy, and an axis for each
+    config key that differs between them but for keys that change no result (MACHINE_KEYS). Runs tested on
+    different test sets get a first axis, "test set", naming each one's: their accuracies do not compare
+    directly."""
+    done = [r for r in runs if r.state == "finished" and _finite((r.result or {}).get("test_accuracy"))]
+    differ = differing_keys({r.name: r.config for r in done})[0] if len(done) > 1 else {}
+    axes = [setting_axis(key, [by_run[r.name] for r in done]) for key, by_run in differ.items()
+            if key not in MACHINE_KEYS]
+    tested_on = [r.result.get("dataset") for r in done]
+    if len(set(tested_on)) > 1:
+        axes.insert(0, setting_axis("test set", tested_on))
+    return SettingsAgainstAccuracy([r.name for r in done], [float(r.result["test_accuracy"]) for r in done], axes)
 
 
 # ---------------------------------------------------------------- seed groups and bands

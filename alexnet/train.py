@@ -14,6 +14,12 @@ Reproducibility: the split, each epoch's order and each step's augmentation and 
 seeded from (seed, epoch) and (seed, step), so a run resumed at any checkpoint continues
 exactly as if it had never stopped, without saving random-number-generator states.
 
+Two clocks in the events: `time` in step, epoch and end events is the training clock (seconds
+of training across resumes; evaluation, start-up and waiting in a queue left out), and `wall`
+in every start, step, epoch and end event is when it was logged (Unix seconds), which no sum
+of the training clock gives once a run stopped and resumed. Records written before `wall`
+existed lack it.
+
 With `compile`, a compilation that fails (in the first training step, or in an evaluation) does
 not end the run: it goes on in eager mode and says why, on stdout (the run's log) and in a
 `compile_failed` event.
@@ -422,17 +428,19 @@ def _ignore(event: dict) -> None:
 
 
 class _Window:
-    """Sums over the steps since the last step event, kept on the device so that no step waits for them."""
+    """Sums over the steps since the last step event, kept on the device so that no step waits for them, and the
+    learning rate the last of them trained with (a per-step schedule has moved on once the step is done)."""
 
     def __init__(self, device: torch.device) -> None:
         self.loss = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
-        self.seen, self.start = 0, time.perf_counter()
+        self.seen, self.start, self.lr = 0, time.perf_counter(), math.nan
 
-    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, lr: float) -> None:
         self.loss += loss * len(labels)
         self.correct += (logits.argmax(1) == labels).sum()
         self.seen += len(labels)
+        self.lr = lr
 
 
 def _log_window(session: Session, window: _Window, emit: EventHandler, clock_zero: float) -> None:
@@ -452,8 +460,8 @@ def _log_window(session: Session, window: _Window, emit: EventHandler, clock_zer
     pos.epoch_seen += seen
     emit({"event": "step", "epoch": pos.epoch + (pos.step_in_epoch / s.steps_per_epoch),
           "global_step": pos.global_step, "loss": mean_loss, "acc": correct / seen,
-          "lr": s.optimizer.param_groups[0]["lr"], "images_per_s": seen / max(seconds, 1e-9),
-          "time": time.perf_counter() - clock_zero})
+          "lr": window.lr, "images_per_s": seen / max(seconds, 1e-9),
+          "time": time.perf_counter() - clock_zero, "wall": time.time()})
 
 
 def train_one_epoch(session: Session, stop: threading.Event | None = None,
@@ -471,8 +479,9 @@ def train_one_epoch(session: Session, stop: threading.Event | None = None,
     window = _Window(s.device)
     while pos.step_in_epoch < s.steps_per_epoch:
         inputs, labels = training_batch(s, order)
+        lr = s.optimizer.param_groups[0]["lr"]  # the rate this step trains with
         loss, logits = session_step(s, inputs, labels, emit)
-        window.add(loss, logits, labels)
+        window.add(loss, logits, labels, lr)
         last_of_epoch = pos.step_in_epoch == s.steps_per_epoch
         stop_now = s.group.any(stop is not None and stop.is_set(), s.device)
         if pos.global_step % s.config.log_every == 0 or last_of_epoch or stop_now:
@@ -504,7 +513,7 @@ def end_epoch(session: Session, train_seconds: float, emit: EventHandler | None 
           "train_acc": pos.epoch_correct / max(pos.epoch_seen, 1),
           "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
           "epoch_seconds": train_seconds, "images_per_s": pos.epoch_seen / max(train_seconds, 1e-9),
-          "time": pos.elapsed})
+          "time": pos.elapsed, "wall": time.time()})
     pos.next_epoch()
 
 
@@ -530,7 +539,7 @@ def finish(session: Session, emit: EventHandler | None = None, epoch_events: Seq
         "eval_seconds": time.perf_counter() - test_start,
     }
     emit({"event": "end", "global_step": pos.global_step, "epoch": pos.epoch, "test_acc": test_acc,
-          "test_loss": test_loss, "time": pos.elapsed})
+          "test_loss": test_loss, "time": pos.elapsed, "wall": time.time()})
     return result
 
 
@@ -591,12 +600,13 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, on_event: Even
 
 
 def _start_event(session: Session) -> dict:
-    s, pos = session, session.position
+    s, pos, now = session, session.position, time.time()
     return {"event": "start", "global_step": pos.global_step, "epoch": pos.epoch, "resumed": pos.global_step > 0,
             "device": device_label(s.device), "precision": precision_label(s.dtype),
             "dataset": s.data.source.label, "train_images": len(s.train_x), "val_images": len(s.val_x),
             "test_images": len(s.data.test_x), "steps_per_epoch": s.steps_per_epoch, "epochs": s.config.epochs,
-            "parameters": count_parameters(s.model), "processes": s.group.world, "time": time.time()}
+            "parameters": count_parameters(s.model), "processes": s.group.world, "time": now,
+            "wall": now}
 
 
 def _train(config: TrainConfig, writer: RunWriter | None, on_event: EventHandler | None, stop: threading.Event,

@@ -39,6 +39,37 @@ def mini_data(mini_dir):
     return load_cifar10(mini_dir)
 
 
+@pytest.fixture(scope="session")
+def sample_data():
+    """The embedded sample, as the app finds it with no dataset named and no CIFAR-10 in the usual places."""
+    from alexnet import data as datasets
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv(datasets.ENV_VAR, raising=False)
+        patch.setattr(datasets, "usual_places", lambda: [])
+        source = datasets.resolve_dataset()
+    assert source.kind == "sample"
+    return datasets.load_cifar10(source)
+
+
+def train_curve_runs(root: Path, mini_data, sample_data) -> None:
+    """Three real finished runs in `root`, one epoch on 256 images each, every step logged, oldest first: two on
+    the mini subset ("mini-bn-s0", "mini-bn-s1": BN, one-cycle at 0.01, seeds 0 and 1) and one on the embedded
+    sample ("sample-lrn": LRN, one-cycle at 0.02, the conv layers at half the rate)."""
+    from alexnet.config import TrainConfig
+    from alexnet.runs import RunWriter
+    from alexnet.train import train
+
+    tiny = dict(variant="cifar", epochs=1, batch_size=64, max_train_images=256, threads=1, log_every=1,
+                schedule="onecycle")
+    for name, data, settings in [
+            *((f"mini-bn-s{seed}", mini_data, dict(norm="bn", lr=0.01, seed=seed, data_dir=str(mini_data.source.path)))
+              for seed in (0, 1)),
+            ("sample-lrn", sample_data, dict(norm="lrn", lr=0.02, features_lr_scale=0.5))]:
+        config = TrainConfig(**tiny, **settings)
+        train(config, RunWriter.create(root, name, config.to_dict()).path, data=data)
+
+
 @pytest.fixture
 def runs_dir(tmp_path, monkeypatch) -> Path:
     """A fresh runs folder, also given to the app and to child processes through $ALEXNET_RUNS."""

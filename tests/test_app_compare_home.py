@@ -186,6 +186,9 @@ def test_compare_shows_curves_table_and_differing_keys(with_runs):
         assert sorted(shown) == sorted(r.name for r in runs.values())
     colors = {t["line"]["color"] for t in figures["loss"]["data"] if t["name"].endswith("validation")}
     assert len(colors) == 2  # one colour a run
+    assert {t["name"] for t in figures["learning rate"]["data"]} == {r.name for r in runs.values()}
+    (points,) = figures["test accuracy"]["data"]  # settings against accuracy: only the norm differs, a scatter
+    assert points["type"] == "scatter" and figures["test accuracy"]["layout"]["xaxis"]["ticktext"] == ["bn", "lrn"]
     # The columns most comparisons read first come first: the target's column beside the accuracies.
     assert list(table.reset_index().columns[:6]) == ["run", "test acc (%)", "best val acc (%)", "epochs to 50% val",
                                                      "best epoch", "epochs"]
@@ -226,13 +229,13 @@ def test_compare_exports_the_table_and_every_chart(with_runs, media):
     for run, out in zip(chosen, exported["runs"]):
         assert out["config"] == run.config and out["metrics"] == run.metrics and out["status"] == run.status
         assert out["result"]["test_accuracy"] == run.result["test_accuracy"] and "predictions" not in out["result"]
-    # Every chart's camera button saves a PNG named after what it shows: curves, per class, both confusion
-    # matrices, and the experiment tab's two seed bands.
+    # Every chart's camera button saves a PNG named after what it shows: curves, learning rates, settings against
+    # accuracy, per class, both confusion matrices, and the experiment tab's two seed bands.
     a, b = (r.name for r in chosen)
     configs = [json.loads(chart.proto.config) for chart in at.get("plotly_chart")]
     assert sorted(c["toImageButtonOptions"]["filename"] for c in configs) == sorted([
-        "compare-loss", "compare-acc", "compare-per-class", f"confusion-{a}", f"confusion-{b}",
-        f"{record.name}-acc", f"{record.name}-loss"])
+        "compare-loss", "compare-acc", "compare-lr", "compare-settings", "compare-per-class", f"confusion-{a}",
+        f"confusion-{b}", f"{record.name}-acc", f"{record.name}-loss"])
     for config in configs:
         assert config["toImageButtonOptions"]["format"] == "png" and config["displaylogo"] is False
 
@@ -268,6 +271,14 @@ def test_compare_side_by_side_on_the_test_set(with_runs, mini_data, media):
     at.selectbox(key="compare.gallery_class").set_value("cat").run()
     cats = [i for i in a_only if mini_data.test_y[i] == 3]
     assert f"**A right, B wrong**: {len(cats):,} images" in texts(at.markdown)
+
+
+def test_compare_with_one_run_as_both_a_and_b_asks_for_two(with_runs):
+    _, _, runs = with_runs
+    at = open_page("pages/compare.py")
+    at.selectbox(key="compare.b").set_value(at.selectbox(key="compare.a").value).run()
+    assert not at.exception
+    assert any("Pick two different runs" in i.value for i in at.info)
 
 
 def test_compare_controls_change_the_curves_and_the_table(with_runs):

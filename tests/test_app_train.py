@@ -117,7 +117,7 @@ def test_finished_run_shows_its_curves_result_and_table_row(finished_run):
     result = finished_run.result
     assert any(f"test accuracy **{result['test_accuracy']:.1%}**" in s.value for s in at.success)
     figs = figures(at)
-    assert set(figs) == {"loss", "accuracy"}
+    assert set(figs) == {"loss", "accuracy", "learning"}  # the learning rate beside them
     steps, epochs = finished_run.steps(), finished_run.epochs()
     assert len(steps) == 4 and len(epochs) == 1  # 256 images / 64 a step, every step logged
     loss = figs["loss"]

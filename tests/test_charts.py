@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 import pytest
 from plotly import colors as plotly_colors
 
-from alexnet import charts, history
+from alexnet import charts, compare, history
 from alexnet.data import CIFAR10_CLASSES
 from alexnet.models import build, summary
 
@@ -189,10 +189,13 @@ def ordered_by_lightness(scale, signed: bool) -> bool:
                 and abs(levels[0] - levels[-1]) < 10)
 
 
-def heat_map_figures() -> dict[str, list]:
-    """Every figure builder in charts that draws a go.Heatmap, each in each of its modes."""
+def coloured_figures() -> dict[str, list]:
+    """Every figure builder in charts that draws a heat map or colours by a colour scale, each in each of its modes
+    that does."""
     rgb = np.zeros((8, 8, 3), np.uint8)
     heat = np.linspace(-1, 1, 64).reshape(8, 8)
+    settings = compare.SettingsAgainstAccuracy(["a", "b", "c"], [0.3, 0.5, 0.4], [
+        compare.setting_axis("norm", ["bn", "lrn", "bn"]), compare.setting_axis("lr", [0.01, 0.05, 0.001])])
     return {
         "overlay_figure": [charts.overlay_figure(rgb, np.abs(heat)), charts.overlay_figure(rgb, heat, diverging=True)],
         "mosaic_figure": [charts.mosaic_figure(heat), charts.mosaic_figure(np.abs(heat), diverging=False)],
@@ -201,20 +204,38 @@ def heat_map_figures() -> dict[str, list]:
         "confusion_figure": [charts.confusion_figure([[8, 2], [1, 3]], ["cat", "dog"]),
                              charts.confusion_figure([[8, 2], [1, 3]], ["cat", "dog"], cells="counts")],
         "cascade_figure": [charts.cascade_figure(np.stack([heat, -heat]), ["trained", "random"])],
+        "settings_figure": [charts.settings_figure(settings)],
     }
 
 
-def test_every_heat_map_has_a_perceptually_ordered_scale_and_shows_it():
+def colour_scales(trace) -> list[tuple]:
+    """(scale, signed, colour bar) of each colour scale a trace colours by: a heat map's own, or its lines' or
+    markers' (parallel coordinates, scatter)."""
+    if trace.type == "heatmap":
+        return [(trace.colorscale, trace.zmid == 0 or (None not in (trace.zmin, trace.zmax)
+                                                         and trace.zmin == -trace.zmax != 0),
+                 trace.colorbar if trace.showscale is not False else None)]
+    found = []
+    for part in (getattr(trace, "line", None), getattr(trace, "marker", None)):
+        if part is not None and "colorscale" in part and part.colorscale is not None:
+            signed = part.cmid == 0 or (None not in (part.cmin, part.cmax) and part.cmin == -part.cmax != 0)
+            found.append((part.colorscale, signed, part.colorbar if part.showscale else None))
+    return found
+
+
+def test_every_colour_scale_is_perceptually_ordered_and_shown():
     drawing = {name for name, fn in inspect.getmembers(charts, inspect.isfunction)
-               if fn.__module__ == charts.__name__ and "go.Heatmap" in inspect.getsource(fn)}
-    figures = heat_map_figures()
-    assert set(figures) == drawing              # a new heat-map builder must be added here
+               if fn.__module__ == charts.__name__ and any(word in inspect.getsource(fn)
+                                                           for word in ("go.Heatmap", "colorscale"))}
+    figures = coloured_figures()
+    assert set(figures) == drawing              # a new builder with a colour scale must be added here
     for name, figs in figures.items():
         for fig in figs:
-            for trace in (t for t in fig.data if t.type == "heatmap"):
-                signed = trace.zmid == 0 or (None not in (trace.zmin, trace.zmax) and trace.zmin == -trace.zmax != 0)
-                assert ordered_by_lightness(trace.colorscale, signed), (name, trace.colorscale[:3])
-                assert trace.showscale is not False and trace.colorbar.thickness, name
+            scales = [scale for trace in fig.data for scale in colour_scales(trace)]
+            assert scales, name
+            for scale, signed, bar in scales:
+                assert ordered_by_lightness(scale, signed), (name, scale[:3])
+                assert bar is not None and bar.thickness, name
 
 
 def test_jet_fails_the_lightness_order():

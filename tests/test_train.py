@@ -14,13 +14,13 @@ from safetensors.torch import load_file
 
 from alexnet.config import TrainConfig
 from alexnet.runs import RunWriter, load_run, read_metrics
-from alexnet.train import TrainingFailed, train
+from alexnet.train import TrainingFailed, make_schedule, train
 
 TINY = dict(max_train_images=256, batch_size=32, epochs=2, val_fraction=0.1, log_every=1, threads=2)
 
 
 def _without_timing(events):
-    drop = {"images_per_s", "time", "epoch_seconds"}
+    drop = {"images_per_s", "time", "epoch_seconds", "wall"}
     return [{k: v for k, v in e.items() if k not in drop} for e in events if e["event"] in ("step", "epoch")]
 
 
@@ -71,6 +71,51 @@ def test_a_resumed_run_equals_an_uninterrupted_one(mini_data, tmp_path):
     assert _without_timing(read_metrics(whole / "metrics.jsonl")) == _without_timing(read_metrics(parts / "metrics.jsonl"))
     assert json.loads((whole / "result.json").read_text())["predictions"] == \
         json.loads((parts / "result.json").read_text())["predictions"]
+
+
+def test_a_step_event_logs_the_rate_its_step_trained_with(mini_data):
+    """A per-step schedule moves on once a step is done: the event gives the rate the step took, not the next's."""
+    config = TrainConfig(**{**TINY, "threads": 1, "schedule": "onecycle"})
+    events = []
+    train(config, on_event=events.append, data=mini_data)
+    steps = next(e for e in events if e["event"] == "start")["steps_per_epoch"] * config.epochs
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)
+    scheduler, _ = make_schedule(config, optimizer, steps // config.epochs)
+    taken = []
+    for _ in range(steps):
+        taken.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    logged = [e["lr"] for e in events if e["event"] == "step"]
+    assert logged == pytest.approx(taken)
+    assert logged[0] == pytest.approx(config.lr / 25) and logged[-1] == min(logged)  # one-cycle's start and end
+
+
+def test_events_carry_the_wall_clock_that_the_training_clock_leaves_out_across_a_resume(mini_data, tmp_path):
+    """`time` counts training seconds only; `wall` says when each event was logged, so a pause between a stop
+    and a resume shows on it and not on the training clock."""
+    config = TrainConfig(**{**TINY, "threads": 1})
+    folder = RunWriter.create(tmp_path, "paused", config.to_dict()).path
+    stop = threading.Event()
+
+    def stop_mid_epoch(event):
+        if event["event"] == "step" and event["global_step"] == 3:
+            stop.set()
+
+    before = time.time()
+    train(config, folder, on_event=stop_mid_epoch, stop=stop, data=mini_data)
+    time.sleep(1.5)  # the run waits, stopped
+    train(config, folder, resume=True, data=mini_data)
+    after = time.time()
+    events = [e for e in read_metrics(folder / "metrics.jsonl") if e["event"] in ("start", "step", "epoch", "end")]
+    walls = [e["wall"] for e in events]
+    assert before <= walls[0] and walls == sorted(walls) and walls[-1] <= after
+    starts = [i for i, e in enumerate(events) if e["event"] == "start"]
+    assert len(starts) == 2 and events[starts[1]]["wall"] == events[starts[1]]["time"]  # the start's time is wall time
+    last, first = events[starts[1] - 1], events[starts[1] + 1]  # the last step before the stop, the first after
+    assert last["event"] == first["event"] == "step" and first["global_step"] == last["global_step"] + 1
+    assert first["wall"] - last["wall"] >= 1.5  # the pause is on the wall clock...
+    assert first["time"] - last["time"] < 1.5   # ...and not on the training clock
 
 
 def test_a_diverging_loss_stops_the_run_with_a_clear_reason(mini_data, tmp_path):

@@ -13,6 +13,7 @@ import streamlit as st
 from alexnet import charts, compare
 from alexnet import runs as run_records
 from alexnet.runs import ACTIVE_STATES as ACTIVE
+from pages._shared.curve_controls import curve_controls, off_axis_note
 from pages._shared.environment import draw_environment
 from pages._shared.sharing import export_button
 
@@ -25,32 +26,45 @@ def rerun_if_changed(active_now: frozenset[str], active_when_drawn: frozenset[st
         st.rerun()
 
 
-def curve_controls() -> tuple[str, str, float, bool]:
-    a, b, c, d = st.columns([2, 2, 3, 1])
-    x = a.segmented_control("x axis", ["epoch", "step", "time"], key="compare.x", default="epoch", required=True,
-                            persist_state="session", format_func=lambda v: "time (s)" if v == "time" else v,
-                            help="time: training seconds of each run (evaluation and waiting in the queue left out).")
-    per = b.segmented_control("Training curve", ["step", "epoch"], key="compare.per", default="epoch",
-                              required=True, format_func=lambda p: f"per {p}", persist_state="session")
-    smoothing = c.slider("Smoothing", 0.0, 0.99, 0.0, step=0.01, key="compare.smoothing", persist_state="session",
-                         help="Debiased exponential moving average, as TensorBoard's; the raw curve stays faint behind.")
-    log_y = d.checkbox("log y", key="compare.log_y", persist_state="session")
-    return x, per, smoothing, log_y
-
-
 def draw_curves(chosen: list[run_records.Run], colors: dict[str, str]) -> None:
-    x, per, smoothing, log_y = curve_controls()
+    choice = curve_controls("compare", per="epoch", smoothing=0.0)
     events = {r.name: r.metrics for r in chosen}
     revision = "|".join(sorted(events))
     for metric in ("loss", "acc"):  # full width; one legend entry a run, under the plot, so it keeps its width
-        fig = charts.curves_figure(events, metric, x, smoothing, log_y, per, height=380, colors=colors,
-                                   legend="runs")
+        fig = charts.curves_figure(events, metric, choice.x, choice.smoothing, choice.log_y, choice.per, height=380,
+                                   colors=colors, legend="runs")
         fig.update_layout(uirevision=revision)
         st.plotly_chart(fig, key=f"compare.chart.{metric}", config=charts.png_config(f"compare-{metric}"))
+    fig = charts.rate_figure(events, choice.x, choice.log_rate, height=320, colors=colors)
+    st.plotly_chart(fig.update_layout(uirevision=revision), key="compare.chart.lr",
+                    config=charts.png_config("compare-lr"))
     st.caption("Training dashed, validation solid, ★ the test accuracy at the end. Each run keeps its colour on "
                "every chart and page; click a run in the legend to hide its curves. The camera icon of a chart "
-               "saves it as PNG.")
+               "saves it as PNG. " + charts.rate_caption({r.name: r.config for r in chosen}))
+    off_axis_note("compare", events, choice.x)
     draw_seed_bands(chosen)
+
+
+def draw_settings(root, chosen: list[run_records.Run], colors: dict[str, str]) -> None:
+    """The finished runs' differing settings against their test accuracy: the chosen runs, or every finished run."""
+    st.subheader("Settings against test accuracy")
+    every = st.toggle("All finished runs", key="compare.settings_all", persist_state="session",
+                      help="Every finished run in the runs folder, not only the chosen ones.")
+    plot = compare.settings_against_accuracy(run_records.list_runs(root) if every else chosen)
+    if len(plot.runs) < 2:
+        st.caption(f"Needs two finished runs or more: {len(plot.runs) or 'none'} "
+                   f"{'in the runs folder' if every else 'among the chosen runs'}.")
+        return
+    if not plot.axes:
+        st.caption("These finished runs share every setting that changes a result: nothing to set against their "
+                   "accuracy.")
+        return
+    st.plotly_chart(charts.settings_figure(plot, colors=colors), key="compare.settings",
+                    config=charts.png_config("compare-settings"))
+    st.caption("A line a run, through its value of each setting that differs and then its test accuracy, coloured "
+               "by that accuracy; drag along an axis to pick the runs in a range." if len(plot.axes) > 1 else
+               "A point a run, in its colour: its test accuracy against the one setting that differs (hover names "
+               "the run).")
 
 
 def draw_seed_bands(chosen: list[run_records.Run]) -> None:
@@ -138,7 +152,9 @@ def draw_exports(chosen: list[run_records.Run], rows: list[dict]) -> None:
 def compare_view(root, names: tuple[str, ...], active_when_drawn: frozenset[str]) -> None:
     chosen = [run_records.load_run(root / n) for n in names if (root / n).is_dir()]
     rerun_if_changed(frozenset(r.name for r in chosen if r.state in ACTIVE), active_when_drawn)
-    draw_curves(chosen, charts.distinct_colors(names))
+    colors = charts.distinct_colors(names)
+    draw_curves(chosen, colors)
+    draw_settings(root, chosen, colors)
     st.subheader("Summary")
     rows = draw_table(chosen)
     draw_config_diff(chosen)

@@ -12,6 +12,7 @@ from alexnet import charts, jobs
 from alexnet import runs as run_records
 from alexnet.progress import best_epoch, last_start, run_progress, run_row
 from alexnet.runs import ACTIVE_STATES as ACTIVE
+from pages._shared.curve_controls import curve_controls, off_axis_note
 from pages._shared.devices import draw_queues
 from pages._shared.sharing import export_button
 from pages._shared.train_settings import copy_settings
@@ -135,21 +136,19 @@ def draw_actions(run: run_records.Run, root) -> None:
 
 
 def draw_curves(run: run_records.Run) -> None:
-    a, b, c, d = st.columns([2, 2, 3, 1])
-    x = a.segmented_control("x axis", ["epoch", "step", "time"], key="train.x", default="epoch", required=True,
-                            persist_state="session")
-    per = b.segmented_control("Training curve", ["step", "epoch"], key="train.per", default="step", required=True,
-                              format_func=lambda p: f"per {p}", persist_state="session")
-    smoothing = c.slider("Smoothing", 0.0, 0.99, 0.6, step=0.01, key="train.smoothing", persist_state="session",
-                         help="Debiased exponential average; the raw curve stays faint behind.")
-    log_y = d.checkbox("log y", key="train.log_y", persist_state="session")
+    """Loss, accuracy and the learning rate side by side, on one x axis."""
+    choice = curve_controls("train", per="step", smoothing=0.6)
     events = {run.name: run.metrics}
-    left, right = st.columns(2)
-    for column, metric in ((left, "loss"), (right, "acc")):
-        fig = charts.curves_figure(events, metric, x, smoothing, log_y, per, height=360)
+    loss, accuracy, rate = st.columns(3)
+    for column, metric in ((loss, "loss"), (accuracy, "acc")):
+        fig = charts.curves_figure(events, metric, choice.x, choice.smoothing, choice.log_y, choice.per, height=360)
         fig.update_layout(uirevision=run.name)  # zoom and hidden traces survive each refresh
         column.plotly_chart(fig, key=f"train.chart.{metric}", config={"displaylogo": False})
-    st.caption("Training dashed, validation solid with a point per epoch, ★ the test set at the end.")
+    fig = charts.rate_figure(events, choice.x, choice.log_rate, height=360).update_layout(uirevision=run.name)
+    rate.plotly_chart(fig, key="train.chart.lr", config={"displaylogo": False})
+    st.caption("Training dashed, validation solid with a point per epoch, ★ the test set at the end. "
+               + charts.rate_caption({run.name: run.config}))
+    off_axis_note("train", events, choice.x)
 
 
 def runs_table(all_runs: list[run_records.Run]) -> None:

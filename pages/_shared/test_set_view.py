@@ -76,10 +76,10 @@ def draw_confusions(done: list[run_records.Run]) -> tuple[run_records.Run, run_r
     a_name = left.selectbox("Run A", names, index=0, key="compare.a")
     b_name = right.selectbox("Run B", names, index=1, key="compare.b")
     a, b = (done[names.index(n)] for n in (a_name, b_name))
-    for column, run in ((left, a), (right, b)):
+    for column, run, side in ((left, a, "a"), (right, b, "b")):  # A and B may be one run: keyed by side
         column.plotly_chart(charts.confusion_figure(run.result["confusion_matrix"], run.result["classes"],
                                                     title=f"{run.name}: {run.result['test_accuracy']:.1%} test"),
-                            key=f"compare.confusion.{'a' if run is a else 'b'}",
+                            key=f"compare.confusion.{side}",
                             config=charts.png_config(f"confusion-{run.name}"))
     st.caption("Rows: the true class, each summing to 100%; hover for the counts. Same colour scale for both.")
     return a, b
