@@ -17,7 +17,7 @@ from tqdm import tqdm
 from . import analysis, analysis_jobs, archive, distributed, experiment, imagenet, lr_finder, lr_search, queues
 from . import runs as run_records
 from .checkpoints import load_model
-from .config import PRECISIONS, TrainConfig
+from .config import PRECISIONS, TrainConfig, with_variant
 from .data import SAMPLE_DIR, download_cifar10, load_cifar10, resolve_dataset, source_at, write_sample
 from .experiment import COMPARABLE_VARIANTS, RECIPES, ExperimentPlan
 from .flags import add_field_flags, field_flags, given_values
@@ -44,7 +44,10 @@ def train_config(args: argparse.Namespace, resumed: dict | None = None) -> Train
         base = get_preset(args.preset).config(epochs=args.epochs).to_dict()
     else:
         base = {}
-    return TrainConfig.from_dict({**base, **given_values(args, TrainConfig)})
+    given = given_values(args, TrainConfig)
+    if resumed is None and "variant" in given and "lr" not in given:  # the rate follows the variant it was set for
+        base = with_variant(TrainConfig.from_dict(base), given["variant"]).to_dict()
+    return TrainConfig.from_dict({**base, **given})
 
 
 def experiment_plan(args: argparse.Namespace) -> ExperimentPlan:

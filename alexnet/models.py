@@ -122,6 +122,7 @@ class Variant:
     build: Callable[..., nn.Module]
     description: str
     norms: tuple[str, ...] = NORMS   # the norms it can be built with
+    sgd_lr: float = 0.05             # the peak SGD rate it trains with unless one is chosen (config.with_variant)
 
 
 def imagenet_alexnet(norm: str = "none", num_classes: int = 10, dropout: float = 0.5) -> nn.Module:
@@ -134,7 +135,7 @@ def imagenet_alexnet(norm: str = "none", num_classes: int = 10, dropout: float =
 VARIANTS: dict[str, Variant] = {
     "paper": Variant("paper", 227, paper_alexnet,
                      "AlexNet as published in 2012: 227x227 input (CIFAR images upsampled), 11x11/4 conv1, "
-                     "grouped conv2/4/5, FC 4096-4096, about 57 M parameters."),
+                     "grouped conv2/4/5, FC 4096-4096, about 57 M parameters.", sgd_lr=0.02),
     "cifar": Variant("cifar", 32, cifar_alexnet,
                      "A 32x32-native AlexNet: the same 5 conv + 3 FC layers with 5x5/3x3 kernels and stride 1, "
                      "FC 512-512, about 3.9 M parameters; trains in minutes on a CPU."),
@@ -142,7 +143,7 @@ VARIANTS: dict[str, Variant] = {
                         "torchvision's AlexNet with its ImageNet-trained weights: names photos in ImageNet's 1000 "
                         "classes, or is fine-tuned on CIFAR-10 (images upsampled to 224x224, a new 10-class last "
                         "layer); 224x224 input, no norm layers, about 57 M parameters with 10 classes.",
-                        norms=("none",)),
+                        norms=("none",), sgd_lr=0.01),
 }
 
 

@@ -46,9 +46,11 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         title="paper 2012 (LRN, SGD)",
         description="The 2012 network at 227x227 with LRN, trained as the faithful PyTorch reimplementation did: "
                     "SGD 0.01 with momentum, lr x0.1 at 50% and 80% of the epochs, flips only (it reports 76.6% "
-                    "after 10 epochs at 760 s per epoch on an M1 Max: a GPU job).",
+                    "after 10 epochs at 760 s per epoch on an M1 Max: a GPU job). One change: this project's LSUV "
+                    "init instead of PyTorch's layer defaults, with which the network barely moved in its first "
+                    "steps (loss 2.30 to 2.27 in 16 steps on one batch, where LSUV reached 1.56).",
         source="gregorycotton/alexnet on GitHub, a faithful PyTorch reimplementation of the paper",
-        base=TrainConfig(variant="paper", norm="lrn", init="torch", optimizer="sgd", lr=0.01, momentum=0.9,
+        base=TrainConfig(variant="paper", norm="lrn", init="lsuv", optimizer="sgd", lr=0.01, momentum=0.9,
                          weight_decay=5e-4, schedule="step", milestones=[5, 8], gamma=0.1, epochs=10,
                          batch_size=128, crop_padding=0, flip=True, rotate_degrees=0.0, zoom=0.0),
     ),

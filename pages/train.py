@@ -29,7 +29,7 @@ def page() -> None:
                "waits for it.")
     notice = st.session_state.pop("train.notice", None)
     if notice:
-        (st.success if notice[0] == "success" else st.error)(notice[1])
+        {"success": st.success, "info": st.info}.get(notice[0], st.error)(notice[1])
     source = dataset_in_use()
     if not isinstance(source, datasets.DatasetSource):
         st.warning(f"**No dataset.** {source}  \nNext step: name a folder holding `cifar-10-batches-py` under "

@@ -274,6 +274,22 @@ def test_preset_fills_the_form_and_problems_block_the_start(mini_env):
     assert not any(p.is_dir() for p in mini_env.iterdir())
 
 
+def test_the_rate_follows_the_variant_unless_someone_typed_it(mini_env):
+    """The fast demo's 0.05 is the cifar variant's SGD rate; switched to the paper variant the form takes 0.02
+    and says so; a typed rate stays whatever the variant."""
+    at = open_train_page()
+    assert (at.selectbox(key="train.variant").value, at.number_input(key="train.lr").value) == ("cifar", 0.05)
+    at.selectbox(key="train.variant").set_value("paper").run()
+    assert at.number_input(key="train.lr").value == pytest.approx(0.02)
+    assert any("0.02, the paper variant's default" in i.value for i in at.info)
+    at.selectbox(key="train.variant").set_value("cifar").run()
+    assert at.number_input(key="train.lr").value == pytest.approx(0.05)
+    set_form(at, lr=0.03)
+    at.selectbox(key="train.variant").set_value("paper").run()
+    assert at.number_input(key="train.lr").value == pytest.approx(0.03)
+    assert not at.exception
+
+
 def wait_for(condition, timeout: float, message: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -378,6 +394,11 @@ def test_cli_preset_flag_is_overridden_by_explicit_flags():
     assert (config.variant, config.norm, config.lr, config.epochs, config.milestones) == ("paper", "lrn", 0.02, 4, [2, 3])
     args = build_parser().parse_args(["train", "--preset", "fast-cpu-demo", "--milestones", "3", "--schedule", "step"])
     assert train_config(args).milestones == [3]
+    # A variant given without a rate trains at that variant's default SGD rate, from the defaults or a preset
+    for argv in (["train", "--variant", "paper"], ["train", "--preset", "fast-cpu-demo", "--variant", "paper"]):
+        assert train_config(build_parser().parse_args(argv)).lr == 0.02, argv
+    assert train_config(build_parser().parse_args(["train", "--variant", "paper", "--lr", "0.05"])).lr == 0.05
+    assert train_config(build_parser().parse_args(["train"])).lr == 0.05
 
 
 def test_smoothing_is_debiased_and_keeps_gaps():

@@ -22,7 +22,7 @@ import torch
 
 from alexnet import charts, cli, compare, experiment, history
 from alexnet import runs as run_records
-from alexnet.config import TrainConfig
+from alexnet.config import TrainConfig, with_variant
 from alexnet.models import build
 
 REPO = Path(__file__).resolve().parent.parent
@@ -500,3 +500,16 @@ def test_cli_experiment_trains_the_pair_and_prints_the_verdict(tmp_path, tiny_di
     assert "seeds must be 1 to 10" in capsys.readouterr().err
     assert cli.main(["--runs", str(root), "experiment", "--report", "nothing"]) == 2
     assert "no experiment named 'nothing'" in capsys.readouterr().err
+
+
+def test_a_rate_follows_the_variant_only_where_it_was_left_at_the_default():
+    assert [with_variant(TrainConfig(), v).lr for v in ("cifar", "paper", "imagenet")] == [0.05, 0.02, 0.01]
+    assert with_variant(TrainConfig(lr=0.03), "paper").lr == 0.03                       # chosen: stays
+    assert with_variant(TrainConfig(optimizer="adam", lr=0.05), "paper").lr == 0.05      # not SGD: stays
+    # The experiment's recipes were set on the cifar variant: own-rate's BN 0.05 is the paper variant's 0.02 there
+    own = {norm: experiment.recipe_config("own-rate", norm, variant="paper").lr for norm in ("lrn", "bn")}
+    assert own == {"lrn": 0.02, "bn": 0.02}
+    assert experiment.recipe_config("own-rate", "bn").lr == 0.05
+    assert experiment.recipe_config("tuned", "bn", variant="paper", lr=0.007).lr == 0.007  # a searched rate wins
+    with pytest.raises(ValueError, match="unknown variant"):
+        with_variant(TrainConfig(), "vgg")

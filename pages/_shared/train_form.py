@@ -18,7 +18,7 @@ from alexnet.train import pick_device
 from pages._shared import devices
 from pages._shared.lr_finder_view import lr_finder_panel
 from pages._shared.train_settings import (apply_preset, default_name, epochs_edited, form_config, key,
-                                          milestones_edited, start_run)
+                                          milestones_edited, start_run, variant_changed)
 
 PERSIST = dict(persist_state="session")  # the form survives a visit to another page
 
@@ -52,7 +52,7 @@ def model_fields() -> None:
     ss = st.session_state
     st.markdown("**Model**")
     a, b, c, d = st.columns(4)
-    a.selectbox("Variant", list(VARIANTS), key=key("variant"), **PERSIST,
+    a.selectbox("Variant", list(VARIANTS), key=key("variant"), on_change=variant_changed, **PERSIST,
                 format_func=lambda v: f"{v} ({VARIANTS[v].input_size}x{VARIANTS[v].input_size})",
                 help=" ".join(f"**{v}**: {VARIANTS[v].description}" for v in VARIANTS))
     norms = VARIANTS[ss[key("variant")]].norms

@@ -14,7 +14,7 @@ import streamlit as st
 from alexnet import data as datasets
 from alexnet import imagenet, jobs, presets, queues
 from alexnet import runs as run_records
-from alexnet.config import TrainConfig
+from alexnet.config import TrainConfig, with_variant
 from pages._shared import devices
 from pages._shared.dataset import dataset_in_use, job_data_dir
 
@@ -32,6 +32,21 @@ def fill_form(config: TrainConfig) -> None:
         st.session_state[key(name)] = ", ".join(map(str, value)) if name == "milestones" else value
     st.session_state[key("device")] = devices.option_for(config.device, config.processes)
     st.session_state["train.milestones_ref"] = (list(config.milestones), config.epochs)
+    st.session_state["train.rate_variant"] = config.variant
+
+
+def variant_changed() -> None:
+    """Variant box callback: an SGD rate left at the previous variant's default follows the variant
+    (`config.with_variant` says why: rates do not carry across widths); a rate someone typed stays."""
+    ss = st.session_state
+    before = TrainConfig(variant=ss.get("train.rate_variant", "cifar"), optimizer=ss[key("optimizer")],
+                         lr=ss[key("lr")])
+    after = with_variant(before, ss[key("variant")])
+    if after.lr != before.lr:
+        ss[key("lr")] = after.lr
+        ss["train.notice"] = ("info", f"Learning rate set to {after.lr:g}, the {after.variant} variant's default "
+                                      f"for SGD ({before.lr:g} is the {before.variant} variant's).")
+    ss["train.rate_variant"] = after.variant
 
 
 def apply_preset() -> None:
