@@ -5,8 +5,8 @@
 
 Meant for a machine with a GPU (under 5 minutes on one H100/H200 with the defaults and the CIFAR-10 mini
 subset carried beside the repo), and runnable anywhere in a smaller mode. Every row is a real run of the
-training loop users run (`alexnet.train.train` with the default recipe of `TrainConfig`, variant and norm
-set), on the data named, writing nothing. It prints, per build:
+training loop users run (`alexnet.train.train` with the default recipe of `TrainConfig` for the variant,
+`config.with_variant`, and the norm set), on the data named, writing nothing. It prints, per build:
 
 - the loss of the first logged step (a fresh classifier starts near ln 10 = 2.30),
 - the training images per second of the epochs after the first (the first pays for compilation),
@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     print(machine(device))
     data = load_cifar10(args.data)
     print(f"data: {data.source.label} at {data.source.path}; {args.epochs} epochs, batch {args.batch_size}, "
-          f"the default recipe of TrainConfig (SGD one-cycle to lr {TrainConfig().lr}, Kaiming init); "
+          "the default recipe of TrainConfig (SGD one-cycle to each variant's default rate: "
+          f"{', '.join(f'{v} {VARIANTS[v].sgd_lr:g}' for v in VARIANTS if v != 'imagenet')}; LSUV init); "
           "the ImageNet model with the imagenet-finetune preset\n")
     rows = []
     for variant in args.variants.split(","):
