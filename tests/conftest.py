@@ -310,3 +310,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def torch_threads_put_back():
+    """A test that trains in this process with `threads=1` sets torch's thread count for the whole process; put it
+    back, so that every later test (and its timing) runs as it would alone."""
+    import torch
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)

@@ -317,7 +317,7 @@ def test_compare_experiment_tab_gives_the_verdict(with_runs):
     band = charts_by_title(at)["validation accuracy"]
     assert {t["name"] for t in band["data"] if t.get("showlegend") is not False} == \
         {"LRN (mean of 1 run)", "BN (mean of 1 run)"}
-    assert any("Kaiming-normal init, SGD with momentum 0.9" in c.value for c in at.caption)  # the recipe, said
+    assert any("LSUV init, SGD with momentum 0.9" in c.value for c in at.caption)  # the recipe, said
 
 
 def test_compare_shows_where_the_runs_came_from_and_warns_when_more_than_settings_differ(env, paired, runs_dir):

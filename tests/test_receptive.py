@@ -13,6 +13,7 @@ from alexnet.checkpoints import load_model
 from alexnet.data import normalization, to_model_input
 from alexnet.models import build
 from alexnet.predict import DEMO_WEIGHTS
+from model_checks import assert_behaves_like
 
 torch.set_num_threads(1)
 
@@ -139,4 +140,4 @@ def test_the_top_images_pass_leaves_the_model_as_it_was(demo, test_images):
     receptive.top_images(demo, test_images[:64])
     assert not demo.training and demo.features[0].weight.is_contiguous() == layout
     assert all(torch.equal(before[k], v) for k, v in demo.state_dict().items())
-    assert explain.hook_count(demo) == 0
+    assert_behaves_like(demo, load_model(DEMO_WEIGHTS), side=32)   # no hook left behind
