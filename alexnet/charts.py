@@ -37,7 +37,9 @@ __all__ = ["PALETTE", "run_color", "smooth", "Series", "curve_series", "curves_f
            "png_config", "NORM_COLORS", "distinct_colors", "replication_figure", "SHORT_CLASS_NAMES",
            "settings_figure", "ACCURACY_SCALE",
            # what a norm layer does (Explain page)
-           "norm_statistics_figure"]
+           "norm_statistics_figure",
+           # learning-rate range tests (Train and Compare pages)
+           "range_test_figure"]
 
 # Distinct, readable on white: Plotly's ten, then D3's and Dark24's further hues.
 PALETTE: tuple[str, ...] = tuple(dict.fromkeys(qualitative.Plotly + qualitative.D3 + qualitative.Dark24))
@@ -749,7 +751,6 @@ def norm_statistics_figure(statistics: Mapping[str, Mapping[str, np.ndarray]], c
 
 
 # ---- Learning-rate range tests (Train and Compare pages) ----
-__all__ += ["range_test_figure"]
 
 
 def _shown_losses(curves: Mapping[str, Mapping]) -> tuple[float, float] | None:
