@@ -28,7 +28,7 @@ from .experiment import load as load_experiment
 from .runs import Run, check_name, load_run
 
 __all__ = ["SHIPPED_DIR", "RUN_FILES", "MAKE_SCRIPT", "MADE_WITH", "Label", "Shipped", "marked", "list_shipped",
-           "shipped_runs", "rerun_plan", "not_shipped", "make_command", "ship"]
+           "label", "shipped_runs", "rerun_plan", "not_shipped", "make_command", "ship"]
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_DIR = REPO / "assets" / "experiments"
@@ -132,7 +132,7 @@ def _hardware_words(environments: dict[str, str], runs: list[Run]) -> str:
              f"{environments.get('gpus', '?')} GPU(s) on the machine, driver {environments.get('driver', '?')}, "
              f"CUDA {environments.get('cuda', '?')}")
     precisions = sorted({(run.result or {}).get("precision") for run in runs} - {None})
-    return f"{device} ({where}), torch {environments.get('torch', '?')}" + "".join(f", {p}" for p in precisions)
+    return f"{device}: {where}; torch {environments.get('torch', '?')}" + "".join(f", {p}" for p in precisions)
 
 
 def rerun_plan(item: Shipped, data_dir: str | None) -> ExperimentPlan:

@@ -68,7 +68,7 @@ def test_a_shipped_experiment_loads_read_only_with_its_label(made):
     assert start["event"] == "start" and start["train_images"] == 256
     assert label.data == (f"CIFAR-10 subset (6,102 images): 256 training, {start['val_images']:,} validation and "
                           "1,017 test images a run")
-    assert label.hardware.startswith("CPU (") and f"torch {torch.__version__}" in label.hardware
+    assert label.hardware.startswith("CPU: ") and f"torch {torch.__version__}" in label.hardware
     assert label.command == experiment_command(item.plan)
     assert "--variant cifar --seeds 2 --epochs 1 --recipe tuned" in label.command
     assert label.date == datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc).strftime("%Y-%m-%d")
