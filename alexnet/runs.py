@@ -176,6 +176,11 @@ class Run:
         return bool(self.status.get("imported"))
 
     @property
+    def shipped(self) -> bool:
+        """Shipped with the app (shipped.py): records only, read-only, no weights and no process behind it."""
+        return bool(self.status.get("shipped"))
+
+    @property
     def has_weights(self) -> bool:
         return (self.path / "weights.safetensors").exists()
 

@@ -349,13 +349,15 @@ def test_compare_shows_where_the_runs_came_from_and_warns_when_more_than_setting
 def test_compare_imports_a_shared_run_into_the_comparison_and_exports_one(env, paired, runs_dir):
     _, _, runs = paired
     at = open_page("pages/compare.py")
-    assert any("No runs yet" in i.value for i in at.info)
+    assert any("No runs of your own yet" in i.value for i in at.info)
+    shown = at.multiselect(key="compare.runs").value  # the shipped runs, until there are runs of one's own
+    assert shown and all(n.endswith(" (shipped)") for n in shown)
     at.file_uploader(key="compare.import").upload("lrn.run.zip", archive.export_run(runs["lrn"].path),
                                                   "application/zip").run()
     assert not at.exception
     name = runs["lrn"].name
     assert any(f"Imported **{name}** from lrn.run.zip" in s.value for s in at.success)
-    assert at.multiselect(key="compare.runs").value == [name]
+    assert at.multiselect(key="compare.runs").value == [*shown, name]
     table = frame(at, "run", "test acc (%)").set_index("run")
     assert table.loc[name, "test acc (%)"] == pytest.approx(100 * runs["lrn"].result["test_accuracy"])
     (export,) = [b for b in at.get("download_button") if b.proto.id.endswith("compare.export")]
@@ -363,10 +365,10 @@ def test_compare_imports_a_shared_run_into_the_comparison_and_exports_one(env, p
 
 
 def test_compare_on_an_empty_machine(env, runs_dir):
-    at = open_page("pages/compare.py")
-    assert any("No runs yet" in i.value for i in at.info)
-    assert any("No experiments yet" in i.value for i in at.info)
-    assert not at.get("plotly_chart")
+    at = open_page("pages/compare.py")  # the shipped experiment (tests/test_shipped.py checks what it shows)
+    assert any("No runs of your own yet" in i.value for i in at.info)
+    assert not any("No experiments yet" in i.value for i in at.info)
+    assert at.selectbox(key="exp.chosen").value.endswith(" (shipped)") and at.get("plotly_chart")
     assert at.button(key="exp.start").disabled is False
 
 

@@ -143,14 +143,21 @@ def draw_exports(chosen: list[run_records.Run], rows: list[dict]) -> None:
     b.download_button("Metrics + configs (JSON)", json.dumps(compare.export_runs(chosen), indent=1),
                       file_name="runs.json", mime="application/json", icon=":material/download:",
                       key="compare.json", help="Every chosen run's config, status, result and metrics events.")
-    names = [r.name for r in chosen]
+    own = [r for r in chosen if not r.shipped]  # a shipped run has no weights to share: its records came with the app
+    if not own:
+        c.caption("Shipped runs are records without weights: only your own runs export.")
+        return
+    names = [r.name for r in own]
     shared = c.selectbox("Run to share", names, key="compare.share", label_visibility="collapsed") \
         if len(names) > 1 else names[0]
-    export_button(chosen[names.index(shared)], "compare.export", d)
+    export_button(own[names.index(shared)], "compare.export", d)
 
 
-def compare_view(root, names: tuple[str, ...], active_when_drawn: frozenset[str]) -> None:
-    chosen = [run_records.load_run(root / n) for n in names if (root / n).is_dir()]
+def compare_view(root, names: tuple[str, ...], active_when_drawn: frozenset[str],
+                 shipped: dict[str, run_records.Run]) -> None:
+    """The chosen runs: the user's, read again from `root` at each poll, and the shipped ones as they are."""
+    chosen = [shipped[n] if n in shipped else run_records.load_run(root / n) for n in names
+              if n in shipped or (root / n).is_dir()]
     rerun_if_changed(frozenset(r.name for r in chosen if r.state in ACTIVE), active_when_drawn)
     colors = charts.distinct_colors(names)
     draw_curves(chosen, colors)

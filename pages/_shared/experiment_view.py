@@ -9,9 +9,8 @@ import streamlit as st
 from alexnet import charts, compare, experiment
 from alexnet import data as datasets
 from alexnet import runs as run_records
-from alexnet.history import LRN_STUDIES
 from alexnet.cli import experiment_command
-from pages._shared.compare_runs import REFRESH, rerun_if_changed
+from pages._shared.compare_runs import rerun_if_changed
 from pages._shared.dataset import dataset_in_use, job_data_dir
 from pages._shared.devices import where_runs_train
 from pages._shared.search_view import search_view
@@ -29,8 +28,13 @@ def plan_from_form() -> experiment.ExperimentPlan:
 
 
 def start_experiment() -> None:
-    """Button callback: record the experiment and queue its runs, once per click."""
-    plan = plan_from_form()
+    """Button callback: the form's plan, launched."""
+    launch_plan(plan_from_form())
+
+
+def launch_plan(plan: experiment.ExperimentPlan) -> None:
+    """Record the experiment and queue its runs (or its search) under a free name, once per click; the notice
+    and the experiment chosen say what happened."""
     last = st.session_state.get("exp.last_start")
     if last and last[0] == repr(plan) and time.monotonic() - last[1] < 5:
         return  # a double click
@@ -95,7 +99,9 @@ def open_in_comparison(names: list[str]) -> None:
     st.session_state["compare.runs"] = names
 
 
-def experiment_view(root, name: str, active_when_drawn: frozenset[str]) -> None:
+def experiment_view(root, name: str, active_when_drawn: frozenset[str], shown_as=None) -> None:
+    """The experiment `name` of the runs folder `root`; `shown_as(run_name)`: the names its runs have in the Runs
+    tab, where they are not their own (shipped runs)."""
     try:
         record = experiment.load(root, name)
     except FileNotFoundError as err:
@@ -124,7 +130,7 @@ def experiment_view(root, name: str, active_when_drawn: frozenset[str]) -> None:
         column.plotly_chart(charts.seed_band_figure(bands, metric, height=360, colors=NORM_COLORS),
                             key=f"exp.band.{metric}", config=charts.png_config(f"{name}-{metric}"))
     st.button("Open these runs in Runs side by side", key="exp.open", on_click=open_in_comparison,
-              args=([r.name for r in summary.runs],), icon=":material/compare_arrows:")
+              args=([(shown_as or str)(r.name) for r in summary.runs],), icon=":material/compare_arrows:")
 
 
 def draw_arms(summary: experiment.ExperimentSummary) -> None:
@@ -149,31 +155,3 @@ def draw_pairs(summary: experiment.ExperimentSummary) -> None:
                    "BN − LRN (points)": percent(p["difference"])} for p in summary.pairs], hide_index=True,
                  column_config={c: st.column_config.NumberColumn(format="%.2f")
                                 for c in ("LRN test acc (%)", "BN test acc (%)", "BN − LRN (points)")})
-
-
-def experiment_tab(root) -> None:
-    (lrn_a, none_a), (lrn_b, none_b) = LRN_STUDIES
-    st.markdown(
-        "Does the paper's **local response normalisation** (LRN) matter, or is **batch norm** (BN) the change that "
-        "counts? This experiment trains pairs of runs that share the variant, data split and order, augmentation, "
-        "schedule and initial weights (one seed fixes them all) and differ only in the norm after conv1 and conv2 "
-        "(and, with the default recipe, in the peak rate the same range test found for each norm first), over "
-        "several seeds, then weighs the difference against the spread between seeds.")
-    st.caption(f"For context: two student studies at 224x224 over 10 epochs found LRN against no norm "
-               f"{lrn_a:.2%} vs {none_a:.2%} and {lrn_b:.2%} vs {none_b:.2%}: LRN changes little.")
-    notice = st.session_state.pop("exp.notice", None)
-    if notice:
-        (st.success if notice[0] == "success" else st.error)(notice[1])
-    found = experiment.list_experiments(root)
-    with st.expander("Start a paired experiment", expanded=not found, icon=":material/science:"):
-        experiment_form()
-    if not found:
-        st.info("No experiments yet: start one above, or from a terminal with `python -m alexnet experiment`.")
-        return
-    names = [e.name for e in found]
-    if st.session_state.get("exp.chosen") not in names:
-        st.session_state["exp.chosen"] = names[0]
-    name = st.selectbox("Experiment", names, key="exp.chosen")
-    record = found[names.index(name)]
-    active = experiment.active_runs(record, root)
-    st.fragment(experiment_view, run_every=REFRESH if active else None)(root, name, active)

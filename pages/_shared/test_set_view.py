@@ -25,7 +25,7 @@ def _mismatch(run_path: str, modified: float, source: datasets.DatasetSource) ->
 def test_set_for(run: run_records.Run) -> tuple[datasets.Cifar10 | None, str | None]:
     """The test images the run was evaluated on, or why they cannot be shown."""
     source = dataset_in_use(run.config.get("data_dir"))
-    if not isinstance(source, datasets.DatasetSource) and run.imported:  # its folder was on the exporting machine
+    if not isinstance(source, datasets.DatasetSource) and (run.imported or run.shipped):  # its folder was elsewhere
         source = dataset_in_use()
     if not isinstance(source, datasets.DatasetSource):
         return None, f"its dataset is not available here: {source}"
