@@ -367,14 +367,6 @@ def faulty_build(kind: str, at_call: int):
     return build_with_a_fault
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_the_train_page_shows_why_each_run_failed_and_keeps_serving(env, slice_dir, monkeypatch, tmp_path,
                                                                     one_thread):
     import alexnet.train as training

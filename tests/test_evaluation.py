@@ -8,7 +8,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from alexnet import analysis, evaluation
 from alexnet.checkpoints import load_model
@@ -16,7 +15,7 @@ from alexnet.data import SAMPLE_DIR, source_at
 from alexnet.predict import DEMO_WEIGHTS
 from alexnet.runs import read_json
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one thread, as these views compute in the app; put back after
 
 
 @pytest.fixture

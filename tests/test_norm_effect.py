@@ -12,7 +12,7 @@ from alexnet.inputs import model_image
 from alexnet.models import build
 from alexnet.predict import DEMO_WEIGHTS, EXAMPLES_DIR
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one thread, as these views compute in the app; put back after
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from alexnet.models import build
 from alexnet.predict import DEMO_WEIGHTS
 from model_checks import assert_behaves_like
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one thread, as these views compute in the app; put back after
 
 
 @pytest.fixture(scope="module")

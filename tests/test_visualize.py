@@ -11,7 +11,7 @@ from alexnet.data import SAMPLE_DIR, source_at
 from alexnet.predict import DEMO_WEIGHTS, predict
 from model_checks import assert_behaves_like
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one thread, as these views compute in the app; put back after
 STEPS = 40      # a few dozen: the app's default is visualize.STEPS
 
 
