@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from bench.common import SETTLED  # the JS that says Streamlit has settled, shared with the benchmarks
 
@@ -321,3 +322,13 @@ def torch_threads_put_back():
     yield
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+
+
+def open_app_page(page: str, timeout: float = 90) -> AppTest:
+    """The app as a browser opens it (app.py's navigation first), then `page`, run through AppTest, without errors."""
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=timeout)
+    at.run()
+    at.switch_page(page)
+    at.run()
+    assert not at.exception, at.exception
+    return at

@@ -21,6 +21,7 @@ from alexnet import archive, compare, experiment, jobs, provenance
 from alexnet import runs as run_records
 from alexnet.models import build, count_parameters
 from alexnet.train import train
+from conftest import open_app_page
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 
@@ -68,13 +69,6 @@ def media(monkeypatch):
     return lambda url: stores[-1].get_file(url.rsplit("/", 1)[-1])
 
 
-def open_page(page: str) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=90)
-    at.run()
-    at.switch_page(page)
-    at.run()
-    assert not at.exception, at.exception
-    return at
 
 
 def charts_by_title(at: AppTest) -> dict[str, dict]:
@@ -110,7 +104,7 @@ def texts(elements) -> str:
 # ---------------------------------------------------------------- Home
 
 def test_home_renders_on_an_empty_machine(env, runs_dir):
-    at = open_page("pages/home.py")
+    at = open_app_page("pages/home.py")
     assert "15.3%" in texts(at.markdown) and "26.2%" in texts(at.markdown)
     assert any("No finished runs yet" in i.value and "Train" in i.value for i in at.info)
     published = frame(at, "source", "accuracy (%)")
@@ -127,7 +121,7 @@ def test_home_renders_on_an_empty_machine(env, runs_dir):
 
 
 def test_home_architecture_follows_variant_and_norm(env, runs_dir):
-    at = open_page("pages/home.py")
+    at = open_app_page("pages/home.py")
     assert at.metric[0].value == f"{count_parameters(build('paper', 'lrn')):,}" == "56,909,194"
     at.selectbox(key="home.variant").set_value("cifar")
     at.selectbox(key="home.norm").set_value("bn")
@@ -144,7 +138,7 @@ def test_home_architecture_follows_variant_and_norm(env, runs_dir):
 
 def test_home_sets_this_projects_runs_beside_the_published_ones(with_runs):
     _, _, runs = with_runs
-    at = open_page("pages/home.py")
+    at = open_app_page("pages/home.py")
     own = frame(at, "source", "accuracy (%)", nth=1).set_index("norm")
     for norm, label in (("lrn", "LRN"), ("bn", "BN")):
         result = runs[norm].result
@@ -160,7 +154,7 @@ def test_home_sets_this_projects_runs_beside_the_published_ones(with_runs):
 
 def test_compare_shows_curves_table_and_differing_keys(with_runs):
     _, _, runs = with_runs
-    at = open_page("pages/compare.py")
+    at = open_app_page("pages/compare.py")
     assert sorted(at.multiselect(key="compare.runs").value) == sorted(r.name for r in runs.values())
     table = frame(at, "run", "test acc (%)").set_index("run")
     for norm, run in runs.items():
@@ -197,7 +191,7 @@ def test_compare_shows_curves_table_and_differing_keys(with_runs):
 
 def test_compare_with_one_run_shows_its_config_and_asks_for_a_second(with_runs):
     _, _, runs = with_runs
-    at = open_page("pages/compare.py")
+    at = open_app_page("pages/compare.py")
     one = runs["lrn"]
     at.multiselect(key="compare.runs").set_value([one.name]).run()
     assert not at.exception
@@ -211,7 +205,7 @@ def test_compare_with_one_run_shows_its_config_and_asks_for_a_second(with_runs):
 
 def test_compare_exports_the_table_and_every_chart(with_runs, media):
     root, record, _ = with_runs
-    at = open_page("pages/compare.py")
+    at = open_app_page("pages/compare.py")
     chosen = [run_records.load_run(root / name) for name in at.multiselect(key="compare.runs").value]
     assert len(chosen) == 2
     buttons = at.get("download_button")
@@ -242,7 +236,7 @@ def test_compare_exports_the_table_and_every_chart(with_runs, media):
 
 def test_compare_side_by_side_on_the_test_set(with_runs, mini_data, media):
     _, _, runs = with_runs
-    at = open_page("pages/compare.py")
+    at = open_app_page("pages/compare.py")
     a, b = at.selectbox(key="compare.a").value, at.selectbox(key="compare.b").value
     by_name = {r.name: r for r in runs.values()}
     assert {a, b} == set(by_name)
@@ -275,7 +269,7 @@ def test_compare_side_by_side_on_the_test_set(with_runs, mini_data, media):
 
 def test_compare_with_one_run_as_both_a_and_b_asks_for_two(with_runs):
     _, _, runs = with_runs
-    at = open_page("pages/compare.py")
+    at = open_app_page("pages/compare.py")
     at.selectbox(key="compare.b").set_value(at.selectbox(key="compare.a").value).run()
     assert not at.exception
     assert any("Pick two different runs" in i.value for i in at.info)
@@ -283,7 +277,7 @@ def test_compare_with_one_run_as_both_a_and_b_asks_for_two(with_runs):
 
 def test_compare_controls_change_the_curves_and_the_table(with_runs):
     _, _, runs = with_runs
-    at = open_page("pages/compare.py")
+    at = open_app_page("pages/compare.py")
     at.segmented_control(key="compare.x").set_value("time")
     at.segmented_control(key="compare.per").set_value("step")
     at.slider(key="compare.smoothing").set_value(0.6)
@@ -305,7 +299,7 @@ def test_compare_controls_change_the_curves_and_the_table(with_runs):
 
 def test_compare_experiment_tab_gives_the_verdict(with_runs):
     _, record, runs = with_runs
-    at = open_page("pages/compare.py")
+    at = open_app_page("pages/compare.py")
     assert at.selectbox(key="exp.chosen").value == record.name
     verdict = [w.value for w in at.warning if "Verdict" in w.value]
     assert verdict and "one run a side" in verdict[0] and "cannot tell" in verdict[0]
@@ -327,7 +321,7 @@ def test_compare_shows_where_the_runs_came_from_and_warns_when_more_than_setting
     for run in runs.values():
         shutil.copytree(run.path, runs_dir / run.name)
     lrn, bn = runs["lrn"].name, runs["bn"].name
-    at = open_page("pages/compare.py")
+    at = open_app_page("pages/compare.py")
     assert not any("differ in more than the settings" in w.value for w in at.warning)  # both trained here
     table = frame(at, "environment", lrn, bn).set_index("environment")
     assert table.loc["torch", lrn] == table.loc["torch", bn] == provenance.sessions(runs["lrn"].path)[0]["torch"]
@@ -348,7 +342,7 @@ def test_compare_shows_where_the_runs_came_from_and_warns_when_more_than_setting
 
 def test_compare_imports_a_shared_run_into_the_comparison_and_exports_one(env, paired, runs_dir):
     _, _, runs = paired
-    at = open_page("pages/compare.py")
+    at = open_app_page("pages/compare.py")
     assert any("No runs of your own yet" in i.value for i in at.info)
     shown = at.multiselect(key="compare.runs").value  # the shipped runs, until there are runs of one's own
     assert shown and all(n.endswith(" (shipped)") for n in shown)
@@ -365,7 +359,7 @@ def test_compare_imports_a_shared_run_into_the_comparison_and_exports_one(env, p
 
 
 def test_compare_on_an_empty_machine(env, runs_dir):
-    at = open_page("pages/compare.py")  # the shipped experiment (tests/test_shipped.py checks what it shows)
+    at = open_app_page("pages/compare.py")  # the shipped experiment (tests/test_shipped.py checks what it shows)
     assert any("No runs of your own yet" in i.value for i in at.info)
     assert not any("No experiments yet" in i.value for i in at.info)
     assert at.selectbox(key="exp.chosen").value.endswith(" (shipped)") and at.get("plotly_chart")
@@ -381,7 +375,7 @@ def test_experiment_button_queues_the_planned_runs(env, runs_dir, monkeypatch, m
         return name
 
     monkeypatch.setattr(jobs, "start", queue)
-    at = open_page("pages/compare.py")
+    at = open_app_page("pages/compare.py")
     at.number_input(key="exp.seeds").set_value(2)
     at.number_input(key="exp.epochs").set_value(1)
     at.number_input(key="exp.max_train_images").set_value(256)

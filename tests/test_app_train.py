@@ -19,6 +19,7 @@ from alexnet.cli import build_parser, train_config
 from alexnet.config import TrainConfig, device_choices
 from alexnet.train import pick_device, train
 from pages._shared.devices import device_options, label, to_config
+from conftest import open_app_page
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 PAGE = "pages/train.py"
@@ -26,12 +27,7 @@ TINY = dict(max_train_images=256, epochs=2, batch_size=64, threads=1, log_every=
 
 
 def open_train_page() -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.run()
-    at.switch_page(PAGE)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_app_page(PAGE, timeout=60)
 
 
 def figures(at: AppTest) -> dict[str, dict]:

@@ -14,12 +14,17 @@ def traces_of(page, selector: str, timeout: float = 60_000) -> int:
     return page.evaluate(PLOT_TRACES, selector)
 
 
-def test_explain_methods_with_their_sanity_check_and_what_the_norm_does(app_server, page):
+def open_from_home(page, base: str, title: str) -> None:
+    """Home first, then the page by its sidebar link, as a new user gets there (a tall view shows it all)."""
     page.set_viewport_size({"width": 1400, "height": 2400})
-    page.goto(app_server)
+    page.goto(base)
     wait_for_app(page)
-    nav_link(page, "Explain").click()
+    nav_link(page, title).click()
     wait_for_app(page)
+
+
+def test_explain_methods_with_their_sanity_check_and_what_the_norm_does(app_server, page):
+    open_from_home(page, app_server, "Explain")
 
     page.get_by_role("tab", name="Methods and sanity check").click()
     assert traces_of(page, ".st-key-methods_map") >= 2               # the picture and the map over it
@@ -40,11 +45,7 @@ def test_explain_methods_with_their_sanity_check_and_what_the_norm_does(app_serv
 
 
 def test_a_first_visit_to_compare_shows_the_shipped_experiment(app_server, page):
-    page.set_viewport_size({"width": 1400, "height": 2400})
-    page.goto(app_server)
-    wait_for_app(page)
-    nav_link(page, "Compare").click()
-    wait_for_app(page)
+    open_from_home(page, app_server, "Compare")
     assert page.locator("[role=tab][aria-selected=true]").inner_text() == "LRN versus BN experiment"
     page.get_by_text("Shipped with the app:").wait_for(timeout=60_000)  # the runs tab names them in lower case
     label = page.locator(".st-key-exp-shipped-label").inner_text()

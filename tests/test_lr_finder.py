@@ -25,6 +25,7 @@ from alexnet import runs as run_records
 from alexnet.config import TrainConfig
 from alexnet.lr_finder import RangeTest, RangeTestSettings, range_test, rates
 from alexnet.train import train
+from conftest import open_app_page
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -274,13 +275,6 @@ def test_a_search_killed_midway_keeps_what_it_found_and_continues_without_search
 
 # ---------------------------------------------------------------- the pages (AppTest)
 
-def open_page(page: str) -> AppTest:
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=90)
-    at.run()
-    at.switch_page(page)
-    at.run()
-    assert not at.exception, at.exception
-    return at
 
 
 def figure(at: AppTest, x_title: str) -> dict:
@@ -309,7 +303,7 @@ def test_compare_shows_each_norms_chosen_rate_and_range_test_beside_the_verdict(
     launched = experiment.launch(tuned_plan(mini_dir, seeds=1, batch_size=64), runs_dir,
                                  conductor=lambda root, name: experiment.conduct(root, name, start=start))
     results = experiment.load(runs_dir, launched.name).search["results"]
-    at = open_page("pages/compare.py")
+    at = open_app_page("pages/compare.py")
     assert at.radio(key="exp.recipe").value == "tuned" and "--recipe tuned" in at.code[0].value  # the button's default
     assert at.selectbox(key="exp.chosen").value == launched.name
     verdict = [w.value for w in at.warning if "Verdict" in w.value]
@@ -333,7 +327,7 @@ def test_compare_shows_each_norms_chosen_rate_and_range_test_beside_the_verdict(
 
 def test_train_page_finds_a_rate_in_the_background_and_fills_it_into_the_form(mini_dir, runs_dir, monkeypatch):
     monkeypatch.setenv("ALEXNET_DATA", str(mini_dir))
-    at = open_page("pages/train.py")
+    at = open_app_page("pages/train.py")
     at.toggle(key="train.advanced").set_value(True).run()
     at.number_input(key="train.max_train_images").set_value(256)
     at.number_input(key="train.batch_size").set_value(32)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import train_curve_runs
+from conftest import open_app_page, train_curve_runs
 from streamlit.testing.v1 import AppTest
 
 from alexnet import charts, compare
@@ -186,13 +186,6 @@ def pages_env(monkeypatch, mini_dir, runs_dir, trained):
     return runs_dir
 
 
-def open_page(page: str) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=90)
-    at.run()
-    at.switch_page(page)
-    at.run()
-    assert not at.exception, at.exception
-    return at
 
 
 def charts_by_key(at: AppTest) -> dict[str, dict]:
@@ -204,7 +197,7 @@ def captions(at: AppTest) -> str:
 
 
 def test_train_page_shows_the_rate_beside_loss_and_accuracy_on_every_axis(pages_env, runs):
-    at = open_page("pages/train.py")
+    at = open_app_page("pages/train.py")
     at.selectbox(key="train.run").set_value("sample-lrn").run()
     run = runs["sample-lrn"]
     figures = charts_by_key(at)
@@ -229,7 +222,7 @@ def test_train_page_shows_the_rate_beside_loss_and_accuracy_on_every_axis(pages_
 
 def test_train_page_names_an_older_run_that_the_wall_clock_leaves_out(pages_env, runs):
     without_wall(runs["mini-bn-s0"], pages_env, "old-run")
-    at = open_page("pages/train.py")
+    at = open_app_page("pages/train.py")
     at.selectbox(key="train.run").set_value("old-run").run()
     at.segmented_control(key="train.x").set_value("wall").run()
     assert not at.exception
@@ -242,7 +235,7 @@ def test_train_page_names_an_older_run_that_the_wall_clock_leaves_out(pages_env,
 
 
 def test_compare_page_shows_every_runs_rate_and_their_settings_against_accuracy(pages_env, runs):
-    at = open_page("pages/compare.py")
+    at = open_app_page("pages/compare.py")
     at.multiselect(key="compare.runs").set_value(["mini-bn-s0", "sample-lrn"]).run()
     figures = charts_by_key(at)
     rates = {t["name"]: t for t in figures["compare.chart.lr"]["data"]}
@@ -261,7 +254,7 @@ def test_compare_page_shows_every_runs_rate_and_their_settings_against_accuracy(
 
 
 def test_compare_settings_of_every_finished_run_and_a_scatter_for_one_setting(pages_env, runs):
-    at = open_page("pages/compare.py")
+    at = open_app_page("pages/compare.py")
     at.multiselect(key="compare.runs").set_value(["mini-bn-s0"]).run()
     assert "Needs two finished runs or more: 1 among the chosen runs." in captions(at)
     assert "compare.settings" not in charts_by_key(at)
@@ -281,7 +274,7 @@ def test_compare_settings_of_every_finished_run_and_a_scatter_for_one_setting(pa
 
 def test_compare_page_wall_clock_names_the_older_run(pages_env, runs):
     without_wall(runs["mini-bn-s0"], pages_env, "old-run")
-    at = open_page("pages/compare.py")
+    at = open_app_page("pages/compare.py")
     at.multiselect(key="compare.runs").set_value(["old-run", "sample-lrn"])
     at.segmented_control(key="compare.x").set_value("wall")
     at.run()

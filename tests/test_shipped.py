@@ -19,6 +19,7 @@ from alexnet import experiment, jobs, shipped
 from alexnet import runs as run_records
 from alexnet.cli import experiment_command
 from alexnet.train import train
+from conftest import open_app_page
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 
@@ -132,12 +133,7 @@ def empty_runs(runs_dir, monkeypatch, mini_dir):
 
 
 def open_compare() -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=90)
-    at.run()
-    at.switch_page("pages/compare.py")
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_app_page("pages/compare.py")
 
 
 def test_an_empty_runs_folder_opens_compare_on_the_shipped_experiment_read_only(empty_runs):
