@@ -14,7 +14,7 @@ from alexnet import charts, history, imagenet
 from alexnet import runs as run_records
 from alexnet.models import VARIANTS, build, summary
 from alexnet.norms import NORM_LABELS
-from pages._shared.navigation import run_page
+from pages._shared.navigation import PAGES, run_page
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -35,13 +35,11 @@ def introduction() -> None:
         "and a local response normalisation (LRN) after the first two layers that later networks replaced with batch "
         "norm. It is the result that turned computer vision to deep learning.")
     st.markdown("Here you can **train** AlexNet variants on CIFAR-10 and watch their curves, **predict** classes of "
-                "your own images, **explain** what a model looks at, and **compare** runs, LRN against batch norm "
-                "included.")
-    a, b, c, d = st.columns(4)
-    a.page_link("pages/train.py", label="Train", icon=":material/model_training:")
-    b.page_link("pages/predict.py", label="Predict", icon=":material/image_search:")
-    c.page_link("pages/explain.py", label="Explain", icon=":material/visibility:")
-    d.page_link("pages/compare.py", label="Compare", icon=":material/compare:")
+                "your own images, **explain** what a model looks at, **evaluate** where a model fails and what its "
+                "filters respond to, and **compare** runs, LRN against batch norm included.")
+    others = [p for p in PAGES if not p.default]
+    for column, link in zip(st.columns(len(others)), others):
+        column.page_link(f"pages/{link.file}", label=link.title, icon=link.icon)
 
 
 def variants() -> None:

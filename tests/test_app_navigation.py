@@ -67,3 +67,11 @@ def test_widgets_keep_their_values_across_runs(env, mini_dir):
     check_page(at, "train.py")
     assert at.number_input(key="train.epochs").value == 3
     assert at.sidebar.text_input(key="data_dir").value == str(mini_dir)
+
+
+def test_the_home_page_links_every_other_page(env):
+    at = AppTest.from_file(str(APP), default_timeout=90)
+    at.run()
+    others = [p for p in PAGES if not p.default]
+    row = [link.proto for link in at.get("page_link")][:len(others)]   # the row under the introduction comes first
+    assert [(link.label, link.page) for link in row] == [(p.title, p.file.removesuffix(".py")) for p in others]
