@@ -11,6 +11,7 @@ No torch device is touched here beyond asking its name and versions.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
@@ -83,6 +84,16 @@ def gpu_driver() -> str:
     except (OSError, subprocess.TimeoutExpired):
         pass
     return "none"
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's instruction-set flags as Linux lists them in /proc/cpuinfo (empty elsewhere or unreadable)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return frozenset()
+    return frozenset(word for line in lines if line.startswith("flags") for word in line.split(":", 1)[-1].split())
 
 
 def cpu_model() -> str:

@@ -26,7 +26,6 @@ not end the run: it goes on in eager mode and says why, on stdout (the run's log
 """
 from __future__ import annotations
 
-import functools
 import math
 import threading
 import time
@@ -87,18 +86,12 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-@functools.cache
 def cpu_has_bf16_units() -> bool:
     """Whether the CPU computes in bf16 natively (AVX-512 BF16 or AMX), as Linux lists in /proc/cpuinfo.
 
     Elsewhere (or unreadable) the answer is no and training stays in fp32: emulated bf16 is slower than fp32.
     """
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return False
-    flags = {word for line in lines if line.startswith("flags") for word in line.split(":", 1)[-1].split()}
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return bool(provenance.cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def autocast(device: torch.device, dtype: torch.dtype):

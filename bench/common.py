@@ -27,17 +27,13 @@ if str(REPO) not in sys.path:
 
 MINI = (REPO.parent / "shared" / "data" / "cifar-10-mini").resolve()
 
+from alexnet import provenance  # noqa: E402
 from alexnet.provenance import cpu_model  # noqa: E402  (after the path: the run records name the CPU the same way)
 
 
 def cpu_flags() -> str:
     """The vector extensions that decide CPU speed here: AVX-512, its bf16 instructions, AMX."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags)
+    return ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in provenance.cpu_flags())
 
 
 def load_average() -> str:
