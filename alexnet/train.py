@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import distributed, imagenet, provenance
+from . import allocator, distributed, imagenet, provenance
 from .config import TrainConfig
 from .data import (Augment, Cifar10, augment_batch, load_cifar10, normalization, resolve_dataset, split_validation,
                    to_model_input)
@@ -275,6 +275,8 @@ def start_session(config: TrainConfig, data: Cifar10 | None = None, state: dict 
     if config.threads:
         torch.set_num_threads(config.threads)
     device = pick_device(config.device)
+    if device.type == "cpu":
+        allocator.keep_freed_memory()  # large blocks stay in the heap: no page faults on each step's gradients
     if group.active and device.type == "cuda":
         device = torch.device("cuda", group.local_rank)
     dtype = pick_dtype(config.precision, device)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 from bench.common import SETTLED  # the JS that says Streamlit has settled, shared with the benchmarks
@@ -23,6 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 MINI = (REPO.parent / "shared" / "data" / "cifar-10-mini").resolve()
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+STARTING_THREADS = torch.get_num_threads()  # before any test or fixture sets it
 
 
 @pytest.fixture(scope="session")
@@ -305,23 +307,19 @@ def tiny_run(tmp_path_factory, mini_data) -> Path:
 
 @pytest.fixture
 def one_thread():
-    """One torch thread, as the runs use (two threads on two busy cores spin against each other); then restored."""
-    import torch
-    threads = torch.get_num_threads()
+    """One torch thread, as the runs use (two threads on two busy cores spin against each other); the count is
+    put back after the test by `torch_threads_put_back`."""
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)
 def torch_threads_put_back():
-    """A test that trains in this process with `threads=1` sets torch's thread count for the whole process; put it
-    back, so that every later test (and its timing) runs as it would alone."""
-    import torch
-    threads = torch.get_num_threads()
+    """Every test starts and ends with the thread count the process started with, so that it runs (and is timed)
+    as it would alone. A fixture or test that trains in this process with `threads=1` sets torch's count for the
+    whole process, and a session fixture does that before any function fixture can read the count."""
+    torch.set_num_threads(STARTING_THREADS)
     yield
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(STARTING_THREADS)
 
 
 def open_app_page(page: str, timeout: float = 90) -> AppTest:
