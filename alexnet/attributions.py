@@ -28,7 +28,6 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from captum.attr import NoiseTunnel, Occlusion, Saliency
 from torch import nn
 
 from . import explain
@@ -155,6 +154,8 @@ def occlusion(model: nn.Module, image: ImageLike | ModelImage, layer: str | None
     """Occlusion (Zeiler & Fergus 2014) with captum: the class score's drop when a square of the input is
     replaced by the dataset's mean colour (0 after normalisation), averaged over the squares that cover
     each pixel. Signed: negative where hiding the region raises the score. `layer` is not used."""
+    from captum.attr import Occlusion  # where used, as in explain.py
+
     _, x, target = explained_input(model, image, target)
     window, stride = occlusion_window(x.shape[-1])
     with explaining(model), torch.no_grad():
@@ -170,6 +171,8 @@ def smooth_grad(model: nn.Module, image: ImageLike | ModelImage, layer: str | No
     over `samples` copies of the input with Gaussian noise (std `noise` times the input's range), the
     largest over colour channels at each pixel (Simonyan et al.'s reduction). The noise comes from torch's
     generator seeded with `seed` inside `fork_rng`, so the caller's random state is left as it was."""
+    from captum.attr import NoiseTunnel, Saliency
+
     _, x, target = explained_input(model, image, target)
     std = noise * float(x.max() - x.min())
     devices = [x.device.index or 0] if x.device.type == "cuda" else []

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import torch
 from tqdm import tqdm
 
-from . import analysis, analysis_jobs, archive, distributed, experiment, imagenet, lr_finder, lr_search, queues
+from . import analysis, analysis_jobs, archive, distributed, experiment, lr_finder, lr_search, queues
 from . import runs as run_records
 from .checkpoints import load_model
 from .config import PRECISIONS, TrainConfig, with_variant
@@ -256,6 +256,8 @@ def _weights_for(args: argparse.Namespace) -> Path:
 
 def _model_for(args: argparse.Namespace):
     if getattr(args, "imagenet", False):
+        from . import imagenet  # here, not at the top: see imagenet.py's note on torchvision
+
         if args.run:
             raise ValueError("--imagenet uses torchvision's ImageNet weights: name their file with --weights, not --run")
         return imagenet.load_pretrained(args.weights), imagenet.weights_file(args.weights)
@@ -307,6 +309,8 @@ def cmd_analyse(args: argparse.Namespace) -> int:
 
 def cmd_download(args: argparse.Namespace) -> int:
     if args.imagenet:
+        from . import imagenet  # here, not at the top: see imagenet.py's note on torchvision
+
         print(f"torchvision's ImageNet AlexNet in {imagenet.download(progress=not args.quiet)}")
         return 0
     source = download_cifar10(args.data)

@@ -8,6 +8,9 @@ that captum attaches is gone when the call returns, even when it fails.
 
 A "conv layer" is named by its convolution ("features.0"); its activations are those
 after the ReLU that follows it, the rectified feature maps that Grad-CAM was defined on.
+
+captum is imported in the functions that use it: its import pulls matplotlib and sympy, half a
+second of every process that imports this module, the trainer's and the command line's included.
 """
 from __future__ import annotations
 
@@ -19,7 +22,6 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from captum.attr import GuidedGradCam, IntegratedGradients, LayerAttribution, LayerGradCam
 from torch import nn
 
 from .inputs import ImageLike, ModelImage, model_image
@@ -199,6 +201,8 @@ def grad_cam(model: nn.Module, image: ImageLike | ModelImage, layer: str | None 
              ) -> Attribution:
     """Grad-CAM (Selvaraju et al. 2017) of `layer` (default: the last conv) for class `target` (default: the
     predicted one): positive evidence only, upsampled bilinearly to the input size."""
+    from captum.attr import LayerAttribution, LayerGradCam
+
     conv = find_layer(model, layer)
     _, x, target = explained_input(model, image, target)
     with explaining(model):
@@ -211,6 +215,8 @@ def grad_cam(model: nn.Module, image: ImageLike | ModelImage, layer: str | None 
 def guided_grad_cam(model: nn.Module, image: ImageLike | ModelImage, layer: str | None = None,
                     target: int | None = None) -> Attribution:
     """Guided backpropagation times Grad-CAM: the class's evidence at pixel detail; H x W x 3 (signed)."""
+    from captum.attr import GuidedGradCam
+
     conv = find_layer(model, layer)
     _, x, target = explained_input(model, image, target)
     with explaining(model):
@@ -229,6 +235,8 @@ def integrated_gradients(model: nn.Module, image: ImageLike | ModelImage, target
     integral's `steps`-point approximation. `internal_batch_size` bounds memory: by default all
     steps in one batch at 32x32, 8 at a time at 224 or 227 (the paper variant then peaks under 1 GB of RSS).
     """
+    from captum.attr import IntegratedGradients
+
     if internal_batch_size is None:
         internal_batch_size = steps if model.input_size <= 64 else 8
     prepared, x, target = explained_input(model, image, target)

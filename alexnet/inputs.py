@@ -17,7 +17,6 @@ import torch
 from PIL import Image
 from torch import nn
 
-from . import imagenet
 from .data import Stats, normalization, to_model_input
 from .images import to_cifar_array, to_tensor
 
@@ -75,6 +74,8 @@ class ImageForms:
             picture = Image.fromarray(image)
         else:
             picture = image
+        from . import imagenet  # here, not at the top: see imagenet.py's note on torchvision
+
         return cls(to_cifar_array(picture, CIFAR_SIZE), to_cifar_array(picture, SHOWN_SIZE, sharp_enlargement=True),
                    imagenet.photo_pixels(image), *picture.size)
 

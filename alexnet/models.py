@@ -16,7 +16,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import imagenet
 from .initialization import init_weights
 from .lrn import LocalResponseNorm
 from .norms import NORMS
@@ -129,6 +128,8 @@ def imagenet_alexnet(norm: str = "none", num_classes: int = 10, dropout: float =
     """torchvision's own AlexNet at 224x224, the one-GPU layout of Krizhevsky's 2014 "One weird trick" paper:
     64-192-384-256-256 channels, ungrouped, no norm layers, FC 4096-4096. Its ImageNet weights and
     their preprocessing come from torchvision too (alexnet/imagenet.py)."""
+    from . import imagenet  # here, not at the top: see imagenet.py's note on torchvision
+
     return imagenet.build_model(num_classes, dropout)
 
 

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import allocator, distributed, imagenet, provenance
+from . import allocator, distributed, provenance
 from .config import TrainConfig
 from .data import (Augment, Cifar10, augment_batch, load_cifar10, normalization, resolve_dataset, split_validation,
                    to_model_input)
@@ -255,6 +255,8 @@ def _build_model(config: TrainConfig, device: torch.device, pretrained: bool) ->
     torch.manual_seed(config.seed)
     model = build(config.variant, config.norm, dropout=config.dropout, init=config.init)
     if config.variant == "imagenet" and pretrained:
+        from . import imagenet  # here, not at the top: see imagenet.py's note on torchvision
+
         imagenet.load_pretrained_body(model, config.pretrained_path)  # all but the new last layer
     if config.freeze_features:
         model.features.requires_grad_(False)

@@ -115,3 +115,22 @@ def test_each_module_imports_first_in_a_fresh_interpreter():
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "failed:", out.stderr
+
+
+HEAVY = ("torchvision", "captum", "scipy", "matplotlib")  # 1.5 s, 0.5 s, 0.3 s of a start: see imagenet.py's note
+
+
+def test_a_training_process_and_the_command_line_start_without_the_heavy_libraries():
+    """`python -m alexnet train` on CIFAR-10 (the command line, the loop, a model built, a step) imports none of
+    them; building the ImageNet model does import torchvision, where it is needed."""
+    probe = ("import sys, torch\n"
+             "from alexnet import cli, train\n"
+             "from alexnet.models import build\n"
+             "model = build('cifar', 'lrn')\n"
+             "model(torch.zeros(2, 3, 32, 32)).sum().backward()\n"
+             f"print(*sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+             "build('imagenet', 'none')\n"
+             "print('torchvision' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["", "True"], out.stdout
