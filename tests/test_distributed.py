@@ -8,7 +8,7 @@ import time
 from alexnet.runs import ACTIVE_STATES, load_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPE = ["--epochs", "3", "--max-train-images", "2048", "--batch-size", "64", "--threads", "1", "--quiet",
+RECIPE = ["--epochs", "2", "--max-train-images", "1024", "--batch-size", "64", "--threads", "1", "--quiet",
           "--log-every", "4"]
 
 
@@ -27,13 +27,14 @@ def test_two_gloo_processes_train_like_one(mini_dir, tmp_path):
     two = _train(tmp_path, "two", mini_dir, 2)
     assert two.state == "finished" and two.metrics[0]["processes"] == 2
     # Written once: every step and epoch appears a single time, in order
-    assert [e["epoch"] for e in two.epochs()] == [1, 2, 3]
+    assert [e["epoch"] for e in two.epochs()] == [1, 2]
     steps = [e["global_step"] for e in two.steps()]
-    assert steps == sorted(set(steps)) and steps[-1] == 3 * (2048 // 64)
+    assert steps == sorted(set(steps)) and steps[-1] == 2 * (1024 // 64)
     assert [e["global_step"] for e in one.steps()] == steps
-    # Same global batch and schedule: the same accuracy within the noise of 1,017 test images
+    # Same global batch and schedule: the same accuracy within the noise of 1,017 test images. After 32 steps the
+    # pair scored 0.24/0.23, 0.21/0.23, 0.21/0.22 (seeds 0-2); chance is 0.10, and 0.15 is 5 standard errors above it
     a, b = one.result["test_accuracy"], two.result["test_accuracy"]
-    assert a > 0.2 and b > 0.2, (a, b)
+    assert a > 0.15 and b > 0.15, (a, b)
     assert abs(a - b) < 0.08, (a, b)
 
 
