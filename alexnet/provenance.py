@@ -11,8 +11,11 @@ No torch device is touched here beyond asking its name and versions.
 """
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
+import importlib.metadata
+import importlib.util
 import os
 import platform
 import re
@@ -106,17 +109,32 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+@functools.cache
+def torchvision_version() -> str:
+    """torchvision.__version__ with its build tag ("0.29.1+cu130"; the package metadata says "0.29.1"), read from
+    torchvision/version.py without importing torchvision: that import pulls in torch._dynamo, 1.5 s of every
+    training process's start."""
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or spec.origin is None:
+        return "none"
+    try:
+        for node in ast.parse(Path(spec.origin).with_name("version.py").read_text()).body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__version__" for t in node.targets):
+                return str(ast.literal_eval(node.value))
+    except (OSError, SyntaxError, ValueError):
+        pass
+    return importlib.metadata.version("torchvision")
+
+
 def describe(device: torch.device, device_name: str, data: Cifar10, processes: int = 1) -> dict[str, Any]:
     """This process's environment for a run training on `device` (named `device_name`) on `data`.
 
     CUDA and cuDNN are the versions torch was built with and loads, recorded on a CPU-only machine too.
     """
-    import torchvision
-
     cuda = torch.cuda.is_available()
     return {
         "time": time.time(),
-        "torch": torch.__version__, "torchvision": torchvision.__version__, "python": platform.python_version(),
+        "torch": torch.__version__, "torchvision": torchvision_version(), "python": platform.python_version(),
         "cuda": torch.version.cuda or "none",
         "cudnn": str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else "none",
         "device": device_name, "device_key": str(device), "gpus": torch.cuda.device_count() if cuda else 0,
