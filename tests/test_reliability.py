@@ -36,6 +36,10 @@ from alexnet.train import TrainingFailed, train
 from alexnet.weight_files import load_state
 
 REPO = Path(__file__).resolve().parent.parent
+IMPORTED_IN = os.getpid()  # the forkserver's pid in its children when its preload imported this module
+# An optimizer's first construction imports torch's compiler stack (1.3 s); done once here, at this module's import,
+# the processes forked from the forkserver, which preloads this module, start with it.
+torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
 STEPS_PER_EPOCH = 9           # 54 training images (60 less a 10% validation split) // 6 a batch
 FLAGS = ["--batch-size", "6", "--val-fraction", "0.1", "--log-every", "1", "--threads", "1",
          "--schedule", "onecycle", "--optimizer", "adam", "--lr", "0.001"]  # calm enough not to diverge
@@ -60,10 +64,24 @@ def slice_dir(mini_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def forkserver():
-    """Processes forked from one that imported torch and the library once: a training process in a second."""
+    """Processes forked from one that imported torch, the library and this module once: a training process in a
+    second. Python 3.11's forkserver leaves the parent's sys.path out of its preload, and skips a module it cannot
+    import in silence: so it starts here, with this folder on PYTHONPATH, and a first child says the preload took."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["alexnet.cli", "alexnet.train", "test_reliability"])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO / "tests"), str(REPO),
+                                                                 os.environ.get("PYTHONPATH")])))
+        answer = context.SimpleQueue()
+        first = context.Process(target=say_where_this_module_was_imported, args=(answer,))
+        first.start()
+        first.join()
+    assert answer.get() != first.pid, "the forkserver did not preload this module"
     return context
+
+
+def say_where_this_module_was_imported(answer) -> None:
+    answer.put(IMPORTED_IN)
 
 
 def train_argv(runs: Path, name: str, slice_dir: Path, epochs: int) -> list[str]:
