@@ -202,7 +202,8 @@ def write_sample(data: "Cifar10", folder: Path, train_per_class: int, test_per_c
         padded = np.zeros((rows * columns, 3, 32, 32), dtype=np.uint8)
         padded[:len(tiles)] = tiles
         mosaic = padded.reshape(rows, columns, 3, 32, 32).transpose(0, 3, 1, 4, 2).reshape(rows * 32, columns * 32, 3)
-        Image.fromarray(mosaic).save(folder / f"{split}.webp", lossless=True, quality=100, method=6)
+        # Lossless at effort 50: 0.8 s for train.webp where 100 takes 18 s to save 0.4% of the bytes
+        Image.fromarray(mosaic).save(folder / f"{split}.webp", lossless=True, quality=50, method=6)
         info[f"{split}_count"] = len(tiles)
         info[f"{split}_labels"] = y[keep].tolist()
         info[f"{split}_indices"] = keep.tolist()

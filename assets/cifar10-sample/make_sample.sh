@@ -5,7 +5,7 @@
 #
 # Writes train.webp, test.webp and sample.json: the first 200 training and 100 test images of each
 # class of DATA_DIR. From the mini subset it gives the shipped files again (same pixels, labels and
-# indices; tests/test_data.py checks that). Takes about half a minute: WebP's slowest, smallest setting.
+# indices; tests/test_data.py checks that). Takes a few seconds.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 python -m alexnet sample --from "${1:-../shared/data/cifar-10-mini}" --out assets/cifar10-sample \
