@@ -55,14 +55,17 @@ def sample_data():
     return datasets.load_cifar10(source)
 
 
-def train_curve_runs(root: Path, mini_data, sample_data) -> None:
-    """Three real finished runs in `root`, one epoch on 256 images each, every step logged, oldest first: two on
+@pytest.fixture(scope="session")
+def curve_runs(tmp_path_factory, mini_data, sample_data) -> Path:
+    """A folder of three real finished runs, one epoch on 256 images each, every step logged, oldest first: two on
     the mini subset ("mini-bn-s0", "mini-bn-s1": BN, one-cycle at 0.01, seeds 0 and 1) and one on the embedded
-    sample ("sample-lrn": LRN, one-cycle at 0.02, the conv layers at half the rate)."""
+    sample ("sample-lrn": LRN, one-cycle at 0.02, the conv layers at half the rate). Trained once a session: copy
+    the runs (`shutil.copytree`, which keeps their order) into a folder a test may change."""
     from alexnet.config import TrainConfig
     from alexnet.runs import RunWriter
     from alexnet.train import train
 
+    root = tmp_path_factory.mktemp("curve-runs")
     tiny = dict(variant="cifar", epochs=1, batch_size=64, max_train_images=256, threads=1, log_every=1,
                 schedule="onecycle")
     for name, data, settings in [
@@ -71,6 +74,7 @@ def train_curve_runs(root: Path, mini_data, sample_data) -> None:
             ("sample-lrn", sample_data, dict(norm="lrn", lr=0.02, features_lr_scale=0.5))]:
         config = TrainConfig(**tiny, **settings)
         train(config, RunWriter.create(root, name, config.to_dict()).path, data=data)
+    return root
 
 
 @pytest.fixture

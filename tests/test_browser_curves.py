@@ -1,15 +1,16 @@
 """The learning-rate chart on the Train page and the settings against test accuracy on Compare, in a real browser.
 
-Three real runs are trained in this process into the server's runs folder (`conftest.train_curve_runs`):
+Three real runs, trained in this process (`conftest.curve_runs`), are copied into the server's runs folder:
 two on the mini subset, one on the embedded sample with its conv layers at half the rate. The test
 reads what plotly holds in the page (`gd.data`, `gd.layout`) and what it drew (the parallel
 coordinates' axis titles). Screenshots go to test-artifacts/curves-*.png.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-from conftest import screenshot, train_curve_runs, wait_for_app
+from conftest import screenshot, wait_for_app
 
 from alexnet import compare
 from alexnet import runs as run_records
@@ -37,9 +38,10 @@ def open_page(page, base: str, path: str) -> None:
     wait_for_app(page)
 
 
-def test_rate_chart_on_train_and_settings_against_accuracy_on_compare(app_server, page, mini_data, sample_data):
+def test_rate_chart_on_train_and_settings_against_accuracy_on_compare(app_server, page, curve_runs):
     root = Path(app_server.runs)
-    train_curve_runs(root, mini_data, sample_data)
+    for run in curve_runs.iterdir():
+        shutil.copytree(run, root / run.name)
     runs = {r.name: r for r in run_records.list_runs(root, with_metrics=True)}
 
     # Train: the newest run (the one on the embedded sample) is shown; its rate beside loss and accuracy.

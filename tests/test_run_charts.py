@@ -1,6 +1,6 @@
 """The learning-rate curve, the wall-clock axis and the settings-against-accuracy chart, on real runs.
 
-Three runs are trained for real once in this module (`conftest.train_curve_runs`), one epoch on 256
+Three runs are trained for real once a session (`conftest.curve_runs`), one epoch on 256
 images each: two on the CIFAR-10 mini subset (BN, one-cycle at 0.01, seeds 0 and 1), one on the
 embedded sample (LRN, one-cycle at 0.02, the conv layers at half the rate). The builders are checked
 against what their run folders hold, then the Train and Compare pages through AppTest, the charts
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import open_app_page, train_curve_runs
+from conftest import open_app_page
 from streamlit.testing.v1 import AppTest
 
 from alexnet import charts, compare
@@ -26,17 +26,9 @@ from alexnet import runs as run_records
 APP = Path(__file__).resolve().parent.parent / "app.py"
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, mini_data, sample_data) -> Path:
-    """A runs folder holding the three real finished runs of `train_curve_runs`."""
-    root = tmp_path_factory.mktemp("curve-runs")
-    train_curve_runs(root, mini_data, sample_data)
-    return root
-
-
 @pytest.fixture
-def runs(trained) -> dict[str, run_records.Run]:
-    return {r.name: r for r in run_records.list_runs(trained, with_metrics=True)}
+def runs(curve_runs) -> dict[str, run_records.Run]:
+    return {r.name: r for r in run_records.list_runs(curve_runs, with_metrics=True)}
 
 
 def without_wall(run: run_records.Run, root: Path, name: str) -> run_records.Run:
@@ -178,10 +170,10 @@ def test_settings_figure_draws_parallel_coordinates_or_a_scatter(runs):
 # ---------------------------------------------------------------- the pages
 
 @pytest.fixture
-def pages_env(monkeypatch, mini_dir, runs_dir, trained):
+def pages_env(monkeypatch, mini_dir, runs_dir, curve_runs):
     """The three runs in this test's own runs folder, the mini subset as the app's dataset."""
     monkeypatch.setenv("ALEXNET_DATA", str(mini_dir))
-    for run in trained.iterdir():
+    for run in curve_runs.iterdir():
         shutil.copytree(run, runs_dir / run.name)
     return runs_dir
 
