@@ -23,13 +23,12 @@ DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 @pytest.fixture(autouse=True)
 def one_thread_fresh_compiler():
-    """One thread, as runs on these machines use, and nothing compiled carried from one test into the next."""
-    threads = torch.get_num_threads()
+    """One thread, as runs on these machines use (conftest puts the count back), and nothing compiled carried from
+    one test into the next."""
     torch.set_num_threads(1)
     torch.compiler.reset()
     yield
     torch.compiler.reset()
-    torch.set_num_threads(threads)
 
 
 def assert_like_eager(results, batch: int, dtype: torch.dtype) -> None:

@@ -37,12 +37,8 @@ def made(tmp_path_factory, mini_data):
         train(config, writer.path, data=mini_data)
         return name
 
-    threads = torch.get_num_threads()
-    try:
-        launched = experiment.launch(plan, root, name="tiny",
-                                     conductor=lambda folder, name: experiment.conduct(folder, name, start=start))
-    finally:
-        torch.set_num_threads(threads)
+    launched = experiment.launch(plan, root, name="tiny",  # its threads=1 is undone by conftest after the test
+                                 conductor=lambda folder, name: experiment.conduct(folder, name, start=start))
     folder = tmp_path_factory.mktemp("shipped")
     shipped.ship(root, launched.name, folder)
     return root, experiment.load(root, launched.name), folder

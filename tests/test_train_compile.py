@@ -25,12 +25,10 @@ TINY = dict(max_train_images=128, batch_size=32, epochs=2, val_fraction=0.1, log
 
 @pytest.fixture(autouse=True)
 def fresh_compiler():
-    """One thread, as runs here use, and no compiled code carried from one test into the next."""
-    threads = torch.get_num_threads()
+    """No compiled code carried from one test into the next (the runs' `threads=1` is undone by conftest)."""
     torch.compiler.reset()
     yield
     torch.compiler.reset()
-    torch.set_num_threads(threads)
 
 
 def small(mini_data, train: int = 300, test: int = 100) -> Cifar10:
