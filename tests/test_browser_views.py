@@ -2,6 +2,8 @@
 the norm does, on the demo model; and the shipped experiment that a first visit to Compare shows."""
 from __future__ import annotations
 
+from playwright.sync_api import expect
+
 from conftest import nav_link, screenshot, wait_for_app
 
 PLOT_TRACES = """selector => { const gd = document.querySelector(selector + ' .js-plotly-plot');
@@ -48,8 +50,10 @@ def test_a_first_visit_to_compare_shows_the_shipped_experiment(app_server, page)
     open_from_home(page, app_server, "Compare")
     assert page.locator("[role=tab][aria-selected=true]").inner_text() == "LRN versus BN experiment"
     page.get_by_text("Shipped with the app:").wait_for(timeout=60_000)  # the runs tab names them in lower case
-    label = page.locator(".st-key-exp-shipped-label").inner_text()
-    assert "Data:" in label and "Hardware:" in label and "python -m alexnet" in label and "experiment" in label
+    label = page.locator(".st-key-exp-shipped-label")
+    # the label draws in parts (its command last): read it once the whole of it is there
+    for part in ("Data:", "Hardware:", "python -m alexnet", "experiment"):
+        expect(label).to_contain_text(part, timeout=30_000)
     verdict = page.locator("[data-testid=stAlert]", has_text="Verdict.").first
     verdict.wait_for(timeout=60_000)
     assert "BN" in verdict.inner_text() and "LRN" in verdict.inner_text()

@@ -141,7 +141,7 @@ def test_out_of_range_configs_are_refused_before_anything_starts(bad, message, t
 
 def _spawn_training(runs, name, mini_dir, *extra):
     return subprocess.Popen([sys.executable, "-m", "alexnet", "--runs", str(runs), "train", "--name", name,
-                             "--data-dir", str(mini_dir), "--quiet", "--threads", "1", *extra],
+                             "--data-dir", str(mini_dir), "--quiet", "--threads", "2", *extra],
                             cwd=os.path.dirname(os.path.dirname(__file__)),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
