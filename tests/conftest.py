@@ -66,7 +66,7 @@ def curve_runs(tmp_path_factory, mini_data, sample_data) -> Path:
     from alexnet.train import train
 
     root = tmp_path_factory.mktemp("curve-runs")
-    tiny = dict(variant="cifar", epochs=1, batch_size=64, max_train_images=256, threads=1, log_every=1,
+    tiny = dict(variant="cifar", epochs=1, batch_size=64, max_train_images=256, threads=2, log_every=1,
                 schedule="onecycle")
     for name, data, settings in [
             *((f"mini-bn-s{seed}", mini_data, dict(norm="bn", lr=0.01, seed=seed, data_dir=str(mini_data.source.path)))
@@ -302,7 +302,7 @@ def tiny_run(tmp_path_factory, mini_data) -> Path:
     from alexnet.runs import RunWriter
     from alexnet.train import train
 
-    config = TrainConfig(variant="cifar", norm="bn", epochs=1, max_train_images=512, batch_size=64, threads=1,
+    config = TrainConfig(variant="cifar", norm="bn", epochs=1, max_train_images=512, batch_size=64, threads=2,
                          data_dir=str(mini_data.source.path), log_every=4)
     writer = RunWriter.create(tmp_path_factory.mktemp("tiny-run"), "tiny-bn", config.to_dict())
     train(config, writer.path, data=mini_data)
@@ -319,7 +319,7 @@ def one_thread():
 @pytest.fixture(autouse=True)
 def torch_threads_put_back():
     """Every test starts and ends with the thread count the process started with, so that it runs (and is timed)
-    as it would alone. A fixture or test that trains in this process with `threads=1` sets torch's count for the
+    as it would alone. A fixture or test that trains in this process with `threads=N` sets torch's count for the
     whole process, and a session fixture does that before any function fixture can read the count."""
     torch.set_num_threads(STARTING_THREADS)
     yield

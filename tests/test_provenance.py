@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def tiny(mini_data, **extra) -> TrainConfig:
-    return TrainConfig(variant="cifar", norm="bn", epochs=2, batch_size=64, max_train_images=256, threads=1,
+    return TrainConfig(variant="cifar", norm="bn", epochs=2, batch_size=64, max_train_images=256, threads=2,
                        log_every=2, schedule="constant", lr=0.01, data_dir=str(mini_data.source.path), **extra)
 
 

@@ -29,7 +29,7 @@ def made(tmp_path_factory, mini_data):
     """A real finished tuned experiment (two seeds, one epoch on 256 images, range tests of 6 steps), its runs
     trained in this process to the end, and shipped into a folder of its own: (runs folder, record, shipped folder)."""
     root = tmp_path_factory.mktemp("made-runs")
-    plan = experiment.ExperimentPlan(seeds=2, epochs=1, batch_size=32, max_train_images=256, threads=1,
+    plan = experiment.ExperimentPlan(seeds=2, epochs=1, batch_size=32, max_train_images=256, threads=2,
                                      search_steps=6, data_dir=str(mini_data.source.path))
 
     def start(config, name, folder):  # jobs.start, but in this process and to the end
@@ -37,7 +37,7 @@ def made(tmp_path_factory, mini_data):
         train(config, writer.path, data=mini_data)
         return name
 
-    launched = experiment.launch(plan, root, name="tiny",  # its threads=1 is undone by conftest after the test
+    launched = experiment.launch(plan, root, name="tiny",  # conftest puts the thread count back after the test
                                  conductor=lambda folder, name: experiment.conduct(folder, name, start=start))
     folder = tmp_path_factory.mktemp("shipped")
     shipped.ship(root, launched.name, folder)
