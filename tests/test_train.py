@@ -25,13 +25,13 @@ def _without_timing(events):
 
 
 def test_a_short_run_on_the_mini_subset_learns(mini_data, tmp_path):
-    config = TrainConfig(epochs=3, threads=2)
+    config = TrainConfig(epochs=2, threads=2)
     result = train(config, RunWriter.create(tmp_path, "learn", config.to_dict()).path, data=mini_data)
     assert result["test_images"] == 1017
-    assert result["test_accuracy"] > 0.30, result["test_accuracy"]  # chance is 0.10
+    assert result["test_accuracy"] > 0.30, result["test_accuracy"]  # chance is 0.10; seeds 0-2 gave 0.34-0.35
     run = load_run(tmp_path / "learn")
     assert run.state == "finished"
-    assert [e["epoch"] for e in run.epochs()] == [1, 2, 3]
+    assert [e["epoch"] for e in run.epochs()] == [1, 2]
     assert sum(sum(row) for row in result["confusion_matrix"]) == 1017
     assert len(result["predictions"]) == 1017 and len(result["per_class_accuracy"]) == 10
     assert set(load_file(str(run.path / "weights.safetensors"))) == set(
