@@ -326,11 +326,13 @@ def torch_threads_put_back():
     torch.set_num_threads(STARTING_THREADS)
 
 
-def open_app_page(page: str, timeout: float = 90) -> AppTest:
-    """The app as a browser opens it (app.py's navigation first), then `page`, run through AppTest, without errors."""
+def open_app_page(page: str | None = None, timeout: float = 120) -> AppTest:
+    """The app as a browser opens it (app.py's navigation first), then `page` (None: its default, Home), run through
+    AppTest, without errors."""
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=timeout)
     at.run()
-    at.switch_page(page)
-    at.run()
+    if page is not None:
+        at.switch_page(page)
+        at.run()
     assert not at.exception, at.exception
     return at

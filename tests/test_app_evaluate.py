@@ -25,7 +25,8 @@ from alexnet.runs import RunWriter, read_json
 from alexnet.weight_files import save_weights
 from pages._shared import evaluate_view
 from pages._shared.image_picker import CURRENT_IMAGE, FROM_PREDICT
-from test_app_empty_machine import open_page
+
+from conftest import open_app_page
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU"),       # captum, on Explain
@@ -69,7 +70,7 @@ def sample():
 
 def test_the_demo_on_the_sample_is_evaluated_in_the_background_and_a_mistake_opens_in_explain(
         empty_machine, demo, sample):
-    at = open_page("pages/evaluate.py")
+    at = open_app_page("pages/evaluate.py")
     assert not at.exception, at.exception
     assert at.selectbox(key="evaluate_model").value.startswith("demo")
     assert at.get("progress"), "the pass over the test set runs in the background, with progress"
@@ -144,7 +145,7 @@ def test_a_finished_run_is_evaluated_from_its_record_at_once(runs_dir, mini_dir,
 
 
 def test_what_each_filter_responds_to_on_the_sample(empty_machine, demo, sample):
-    at = open_page("pages/evaluate.py")
+    at = open_app_page("pages/evaluate.py")
     at.session_state["evaluate_view"] = evaluate_view.FILTERS
     at.run()
     assert not at.exception, at.exception

@@ -37,11 +37,11 @@ from alexnet.predict import DEMO_WEIGHTS, EXAMPLES_DIR, predict
 from alexnet.train import train
 from alexnet.weight_files import save_weights
 from pages._shared import model_picker
+from conftest import open_app_page
 from test_checkpoints import Planted
 from test_reliability import write_slice
 
 REPO = Path(__file__).resolve().parent.parent
-APP = str(REPO / "app.py")
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +61,6 @@ def env(runs_dir, mini_dir, monkeypatch, tmp_path):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     return runs_dir
-
-
-def open_page(page: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.switch_page(page)
-    at.run()
-    assert not at.exception, at.exception
-    return at
 
 
 def metric(at: AppTest, label: str) -> list[str]:
@@ -162,7 +154,7 @@ ODD_IMAGES = [
 
 @pytest.fixture
 def predict_upload(env):
-    at = open_page("pages/predict.py")
+    at = open_app_page("pages/predict.py")
     at.radio(key="predict_source").set_value("Upload").run()
     return at
 
@@ -228,7 +220,7 @@ def upload_checkpoint(at: AppTest, name: str, data: bytes) -> list[str]:
 
 def test_checkpoint_uploads_that_would_run_code_or_do_not_fit_get_a_message(env, tmp_path, demo):
     marker = tmp_path / "marker"
-    at = open_page("pages/predict.py")
+    at = open_app_page("pages/predict.py")
     at.selectbox(key="predict_model").select(model_picker.UPLOAD_CHECKPOINT).run()
 
     planted = tmp_path / "planted.pt"
@@ -276,7 +268,7 @@ def test_checkpoint_uploads_that_would_run_code_or_do_not_fit_get_a_message(env,
 
 
 def test_checkpoint_upload_names_stay_inside_the_upload_folder(env, demo, tmp_path):
-    at = open_page("pages/predict.py")
+    at = open_app_page("pages/predict.py")
     at.selectbox(key="predict_model").select(model_picker.UPLOAD_CHECKPOINT).run()
     uploads = Path(tempfile.gettempdir()) / "alexnet-lab-uploads"
     expected = predict(demo, load_image(EXAMPLES_DIR / "chelsea.png")).label
@@ -307,7 +299,7 @@ def test_jobs_start_refuses_before_creating_anything(bad, name, message, runs_di
 
 
 def test_the_form_refuses_out_of_range_values_and_names_and_starts_nothing(env):
-    at = open_page("pages/train.py")
+    at = open_app_page("pages/train.py")
     at.toggle(key="train.advanced").set_value(True).run()
 
     def problems() -> str:
@@ -337,7 +329,7 @@ def test_a_runs_folder_that_is_a_file_is_named_on_the_page(env, monkeypatch, tmp
     blocked = tmp_path / "runs-file"
     blocked.write_text("not a folder")
     monkeypatch.setenv("ALEXNET_RUNS", str(blocked))
-    at = open_page("pages/train.py")
+    at = open_app_page("pages/train.py")
     at.number_input(key="train.epochs").set_value(1).run()
     at.button(key="train.start").click().run()
     assert not at.exception
@@ -395,7 +387,7 @@ def test_the_train_page_shows_why_each_run_failed_and_keeps_serving(env, slice_d
     assert f"the dataset folder {tmp_path / 'gone'} does not exist" in reasons["no-data"]
     assert "cannot write the checkpoint" in reasons["full-disk"] and "No space left on device" in reasons["full-disk"]
 
-    at = open_page("pages/train.py")
+    at = open_app_page("pages/train.py")
     for name, reason in reasons.items():
         at.selectbox(key="train.run").set_value(name).run()
         assert not at.exception
@@ -427,7 +419,7 @@ def test_a_restarted_app_finds_the_training_run_and_its_true_state_after_kill_9(
     while not (folder / "state.pt").exists():                              # running, past its first checkpoint
         assert time.monotonic() < deadline, run_records.load_run(folder).status
         time.sleep(0.2)
-    at = open_page("pages/train.py")                                        # a new server process's first view
+    at = open_app_page("pages/train.py")                                        # a new server process's first view
     assert at.selectbox(key="train.run").value == started_job
     assert [i.value for i in at.info if i.value.startswith("**running**")], [i.value for i in at.info]
     assert at.button(key="train.stop").disabled is False
@@ -436,7 +428,7 @@ def test_a_restarted_app_finds_the_training_run_and_its_true_state_after_kill_9(
     os.kill(pid, signal.SIGKILL)
     while run_records.pid_alive(pid):
         time.sleep(0.05)
-    at = open_page("pages/train.py")                                        # restarted again, after the kill
+    at = open_app_page("pages/train.py")                                        # restarted again, after the kill
     assert not [i.value for i in at.info if i.value.startswith("**running**")]
     stopped = [w.value for w in at.warning if w.value.startswith("**stopped**")]
     assert stopped and "ended without saying why (killed or crashed); resume continues from the last checkpoint" \
