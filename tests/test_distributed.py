@@ -8,15 +8,15 @@ import time
 from alexnet.runs import ACTIVE_STATES, load_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPE = ["--epochs", "2", "--max-train-images", "1024", "--batch-size", "64", "--threads", "1", "--quiet",
-          "--log-every", "4"]
+RECIPE = ["--epochs", "2", "--max-train-images", "1024", "--batch-size", "64", "--quiet", "--log-every", "4"]
 
 
 def _train(runs, name, mini_dir, processes):
+    """A run of RECIPE in `processes` processes that share two cores."""
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes)] \
         if processes > 1 else [sys.executable]
     done = subprocess.run([*launcher, "-m", "alexnet", "--runs", str(runs), "train", "--name", name,
-                           "--data-dir", str(mini_dir), *RECIPE], cwd=REPO, capture_output=True, text=True,
+                           "--data-dir", str(mini_dir), *RECIPE, "--threads", str(2 // processes)], cwd=REPO, capture_output=True, text=True,
                           timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stdout + done.stderr
     return load_run(runs / name)
