@@ -3,8 +3,8 @@ in progress whose curve grows on the open page.
 
 The pair is a real LRN-versus-BN experiment trained in this process (256 images of the mini
 subset, one epoch) into the server's runs folder. The run in progress replays, line by line,
-the events of one of those real runs into a folder marked as running, so the test controls
-when each point arrives. Screenshots go to test-artifacts/compare-*.png.
+the events of a real BN run (conftest's curve runs) into a folder marked as running, so the
+test controls when each point arrives. Screenshots go to test-artifacts/compare-*.png.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def traces(page, key: str) -> dict[str, int]:
 
 
 def make_pair(root: Path, data) -> dict[str, run_records.Run]:
-    plan = experiment.ExperimentPlan(seeds=1, epochs=1, max_train_images=256, batch_size=64, threads=1, log_every=1,
+    plan = experiment.ExperimentPlan(seeds=1, epochs=1, max_train_images=256, batch_size=64, threads=2, log_every=1,
                                      data_dir=str(data.source.path), recipe="same")  # no range tests: the page is tested
 
     def start(config, name, folder):
@@ -83,11 +83,9 @@ def test_compare_page_shows_both_runs_and_the_verdict(app_server, page, mini_dat
     screenshot(page, "compare-2-experiment")
 
 
-def test_a_run_in_progress_grows_on_the_open_page(app_server, page, mini_data):
+def test_a_run_in_progress_grows_on_the_open_page(app_server, page, curve_runs):
     root = Path(app_server.runs)
-    source = next((r for r in run_records.list_runs(root, with_metrics=True) if r.name == "browser-cmp-bn-s0"), None)
-    if source is None:
-        source = make_pair(root, mini_data)["bn"]
+    source = run_records.load_run(shutil.copytree(curve_runs / "mini-bn-s0", root / "mini-bn-s0"))  # every step logged
     events = source.metrics
     first_steps = [i for i, e in enumerate(events) if e["event"] == "step"]
     live = root / "browser-cmp-live"
