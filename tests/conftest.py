@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -40,6 +41,33 @@ def mini_data(mini_dir):
     from alexnet.data import load_cifar10
 
     return load_cifar10(mini_dir)
+
+
+def write_slice(mini_dir: Path, folder: Path, train: int = 60, test: int = 30) -> Path:
+    """The first images of the mini subset as a CIFAR-10 python-batch folder of its own."""
+    from alexnet.data import load_cifar10
+
+    data = load_cifar10(mini_dir)
+    batches = folder / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    for name, x, y in (("data_batch_1", data.train_x[:train], data.train_y[:train]),
+                       ("test_batch", data.test_x[:test], data.test_y[:test])):
+        with open(batches / name, "wb") as f:  # protocol 4 names only numpy's array reconstruction
+            pickle.dump({"data": x.reshape(len(x), -1).numpy(), "labels": y.tolist()}, f, protocol=4)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def slice_dir(mini_dir, tmp_path_factory) -> Path:
+    """60 training and 30 test images: a whole run in about a second, for tests that start and kill many."""
+    return write_slice(mini_dir, tmp_path_factory.mktemp("slice"))
+
+
+@pytest.fixture(scope="session")
+def short_test_dir(mini_dir, tmp_path_factory) -> Path:
+    """The mini subset's first 800 training and 100 test images, for runs started in a process of their own whose
+    test says nothing of the test split: a validation and test pass of 180 images instead of 1,525."""
+    return write_slice(mini_dir, tmp_path_factory.mktemp("short-test"), train=800, test=100)
 
 
 @pytest.fixture(scope="session")

@@ -39,7 +39,6 @@ from alexnet.weight_files import save_weights
 from pages._shared import model_picker
 from conftest import open_app_page
 from test_checkpoints import Planted
-from test_reliability import write_slice
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -47,11 +46,6 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def demo():
     return load_model(DEMO_WEIGHTS)
-
-
-@pytest.fixture(scope="module")
-def slice_dir(mini_dir, tmp_path_factory) -> Path:
-    return write_slice(mini_dir, tmp_path_factory.mktemp("slice"))
 
 
 @pytest.fixture

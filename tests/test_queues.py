@@ -145,11 +145,11 @@ def test_runs_on_one_device_take_turns_and_the_waiting_one_says_for_whom(tmp_pat
 
 # ---------------------------------------------------------------- an experiment over two devices
 
-def test_an_experiment_spread_over_two_devices_gives_the_results_of_one_by_one(mini_dir, tmp_path):
+def test_an_experiment_spread_over_two_devices_gives_the_results_of_one_by_one(short_test_dir, tmp_path):
     """One by one: the product's path, `experiment.launch` through `jobs.start`, every run in the CPU's queue.
     Spread: the same plan, each run in a queue of its own (cuda:0, cuda:1), so both train at once."""
     plan = experiment.ExperimentPlan(seeds=1, epochs=1, max_train_images=256, batch_size=64, threads=1,
-                                     log_every=2, data_dir=str(mini_dir), recipe="same")  # no search: runs alone
+                                     log_every=2, data_dir=str(short_test_dir), recipe="same")  # no search: runs alone
     one_by_one, spread = tmp_path / "one-by-one", tmp_path / "spread"
     sequential = experiment.wait(experiment.launch(plan, one_by_one, name="pair"), one_by_one, timeout=600, poll=0.5)
 

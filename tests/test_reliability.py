@@ -14,7 +14,6 @@ import errno
 import json
 import multiprocessing
 import os
-import pickle
 import random
 import shutil
 import signal
@@ -31,7 +30,6 @@ from alexnet import jobs
 from alexnet import runs as run_records
 from alexnet.checkpoints import load_model
 from alexnet.config import TrainConfig
-from alexnet.data import load_cifar10
 from alexnet.train import TrainingFailed, train
 from alexnet.weight_files import load_state
 
@@ -43,23 +41,6 @@ torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
 STEPS_PER_EPOCH = 9           # 54 training images (60 less a 10% validation split) // 6 a batch
 FLAGS = ["--batch-size", "6", "--val-fraction", "0.1", "--log-every", "1", "--threads", "1",
          "--schedule", "onecycle", "--optimizer", "adam", "--lr", "0.001"]  # calm enough not to diverge
-
-
-def write_slice(mini_dir: Path, folder: Path, train: int = 60, test: int = 30) -> Path:
-    """The first images of the mini subset as a CIFAR-10 python-batch folder of its own."""
-    data = load_cifar10(mini_dir)
-    batches = folder / "cifar-10-batches-py"
-    batches.mkdir(parents=True)
-    for name, x, y in (("data_batch_1", data.train_x[:train], data.train_y[:train]),
-                       ("test_batch", data.test_x[:test], data.test_y[:test])):
-        with open(batches / name, "wb") as f:  # protocol 4 names only numpy's array reconstruction
-            pickle.dump({"data": x.reshape(len(x), -1).numpy(), "labels": y.tolist()}, f, protocol=4)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def slice_dir(mini_dir, tmp_path_factory) -> Path:
-    return write_slice(mini_dir, tmp_path_factory.mktemp("slice"))
 
 
 @pytest.fixture(scope="module")

@@ -139,17 +139,18 @@ def test_out_of_range_configs_are_refused_before_anything_starts(bad, message, t
     assert not (tmp_path / "never").exists()
 
 
-def _spawn_training(runs, name, mini_dir, *extra):
+def _spawn_training(runs, name, data_dir, *extra):
     return subprocess.Popen([sys.executable, "-m", "alexnet", "--runs", str(runs), "train", "--name", name,
-                             "--data-dir", str(mini_dir), "--quiet", "--threads", "2", *extra],
+                             "--data-dir", str(data_dir), "--quiet", "--threads", "2", *extra],
                             cwd=os.path.dirname(os.path.dirname(__file__)),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT (Ctrl-C)"])
-def test_metrics_are_readable_while_a_run_writes_them_and_a_stop_signal_checkpoints(stop_signal, mini_dir, tmp_path):
+def test_metrics_are_readable_while_a_run_writes_them_and_a_stop_signal_checkpoints(stop_signal, short_test_dir,
+                                                                                     tmp_path):
     """Either signal finishes the current step, saves a checkpoint and stops cleanly; resume ends the run."""
-    proc = _spawn_training(tmp_path, "live", mini_dir, "--epochs", "3", "--max-train-images", "640",
+    proc = _spawn_training(tmp_path, "live", short_test_dir, "--epochs", "3", "--max-train-images", "640",
                            "--batch-size", "32", "--log-every", "1")
     path = tmp_path / "live" / "metrics.jsonl"
     seen = []
