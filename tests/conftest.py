@@ -13,13 +13,16 @@ import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
 from bench.common import SETTLED  # the JS that says Streamlit has settled, shared with the benchmarks
+
+if TYPE_CHECKING:
+    from alexnet.data import Cifar10
 
 REPO = Path(__file__).resolve().parent.parent
 MINI = (REPO.parent / "shared" / "data" / "cifar-10-mini").resolve()
@@ -43,11 +46,8 @@ def mini_data(mini_dir):
     return load_cifar10(mini_dir)
 
 
-def write_slice(mini_dir: Path, folder: Path, train: int = 60, test: int = 30) -> Path:
-    """The first images of the mini subset as a CIFAR-10 python-batch folder of its own."""
-    from alexnet.data import load_cifar10
-
-    data = load_cifar10(mini_dir)
+def write_slice(data: Cifar10, folder: Path, train: int = 60, test: int = 30) -> Path:
+    """The first images of a loaded dataset (`mini_data`) as a CIFAR-10 python-batch folder of its own."""
     batches = folder / "cifar-10-batches-py"
     batches.mkdir(parents=True)
     for name, x, y in (("data_batch_1", data.train_x[:train], data.train_y[:train]),
@@ -58,16 +58,16 @@ def write_slice(mini_dir: Path, folder: Path, train: int = 60, test: int = 30) -
 
 
 @pytest.fixture(scope="session")
-def slice_dir(mini_dir, tmp_path_factory) -> Path:
+def slice_dir(mini_data, tmp_path_factory) -> Path:
     """60 training and 30 test images: a whole run in about a second, for tests that start and kill many."""
-    return write_slice(mini_dir, tmp_path_factory.mktemp("slice"))
+    return write_slice(mini_data, tmp_path_factory.mktemp("slice"))
 
 
 @pytest.fixture(scope="session")
-def short_test_dir(mini_dir, tmp_path_factory) -> Path:
+def short_test_dir(mini_data, tmp_path_factory) -> Path:
     """The mini subset's first 800 training and 100 test images, for runs started in a process of their own whose
     test says nothing of the test split: a validation and test pass of 180 images instead of 1,525."""
-    return write_slice(mini_dir, tmp_path_factory.mktemp("short-test"), train=800, test=100)
+    return write_slice(mini_data, tmp_path_factory.mktemp("short-test"), train=800, test=100)
 
 
 @pytest.fixture(scope="session")
