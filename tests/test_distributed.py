@@ -16,8 +16,9 @@ def _train(runs, name, mini_dir, processes):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes)] \
         if processes > 1 else [sys.executable]
     done = subprocess.run([*launcher, "-m", "alexnet", "--runs", str(runs), "train", "--name", name,
-                           "--data-dir", str(mini_dir), *RECIPE, "--threads", str(2 // processes)], cwd=REPO, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                           "--data-dir", str(mini_dir), *RECIPE, "--threads", str(2 // processes)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stdout + done.stderr
     return load_run(runs / name)
 
