@@ -29,6 +29,9 @@ MINI = (REPO.parent / "shared" / "data" / "cifar-10-mini").resolve()
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 STARTING_THREADS = torch.get_num_threads()  # before any test or fixture sets it
+# The threads of a test's own training run (in this process or one it starts): both of the machine's two cores, or
+# one where tests/run.sh shares the cores between two workers (it sets OMP_NUM_THREADS=1, which torch reads here).
+THREADS = min(2, STARTING_THREADS)
 
 
 @pytest.fixture(scope="session")
@@ -94,7 +97,7 @@ def curve_runs(tmp_path_factory, mini_data, sample_data) -> Path:
     from alexnet.train import train
 
     root = tmp_path_factory.mktemp("curve-runs")
-    tiny = dict(variant="cifar", epochs=1, batch_size=64, max_train_images=256, threads=2, log_every=1,
+    tiny = dict(variant="cifar", epochs=1, batch_size=64, max_train_images=256, threads=THREADS, log_every=1,
                 schedule="onecycle")
     for name, data, settings in [
             *((f"mini-bn-s{seed}", mini_data, dict(norm="bn", lr=0.01, seed=seed, data_dir=str(mini_data.source.path)))
@@ -251,6 +254,14 @@ def browser():
         b.close()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that takes the browser (`page` does) as `browser`, so that none is left out of tests/run.sh's
+    browser pass, and none runs in its two-worker pass."""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
@@ -330,7 +341,7 @@ def tiny_run(tmp_path_factory, mini_data) -> Path:
     from alexnet.runs import RunWriter
     from alexnet.train import train
 
-    config = TrainConfig(variant="cifar", norm="bn", epochs=1, max_train_images=512, batch_size=64, threads=2,
+    config = TrainConfig(variant="cifar", norm="bn", epochs=1, max_train_images=512, batch_size=64, threads=THREADS,
                          data_dir=str(mini_data.source.path), log_every=4)
     writer = RunWriter.create(tmp_path_factory.mktemp("tiny-run"), "tiny-bn", config.to_dict())
     train(config, writer.path, data=mini_data)

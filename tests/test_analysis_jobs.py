@@ -15,6 +15,8 @@ from alexnet.data import SAMPLE_DIR, source_at
 from alexnet.predict import DEMO_WEIGHTS
 from alexnet.runs import pid_alive, read_json
 
+from conftest import THREADS
+
 PROBABILITIES = analysis_jobs.Task("probabilities")
 
 
@@ -42,7 +44,7 @@ def end(pid: int) -> None:
 
 def test_start_progress_finished_then_the_kept_result_answers_at_once(subject, runs_dir):
     assert analysis_jobs.progress(subject, PROBABILITIES)["state"] == "none"
-    pid = analysis_jobs.start(subject, PROBABILITIES, runs_dir, threads=2)
+    pid = analysis_jobs.start(subject, PROBABILITIES, runs_dir, threads=THREADS)
     try:
         assert pid is not None
         assert analysis_jobs.progress(subject, PROBABILITIES)["state"] == "running"   # at once: the status says so
@@ -62,7 +64,7 @@ def test_start_progress_finished_then_the_kept_result_answers_at_once(subject, r
 
 def test_progress_is_reported_while_it_runs_and_a_killed_process_reads_as_failed_and_starts_again(subject, runs_dir):
     slow = analysis_jobs.Task("maximise", visualize.Objective("conv2", 0), steps=100_000)
-    pid = analysis_jobs.start(subject, slow, runs_dir, threads=2)
+    pid = analysis_jobs.start(subject, slow, runs_dir, threads=THREADS)
     try:
         state = wait_for(lambda: (s := analysis_jobs.progress(subject, slow))["fraction"] > 0 and s)
         assert state["state"] == "running" and 0 < state["fraction"] < 1
@@ -71,7 +73,7 @@ def test_progress_is_reported_while_it_runs_and_a_killed_process_reads_as_failed
     failed = analysis_jobs.progress(subject, slow)
     assert failed["state"] == "failed" and failed["reason"] == analysis_jobs.DIED
     quick = analysis_jobs.Task("maximise", visualize.Objective("conv2", 0), steps=3)
-    again = analysis_jobs.start(subject, quick, runs_dir, threads=2)      # the same task: maximise-conv2-0
+    again = analysis_jobs.start(subject, quick, runs_dir, threads=THREADS)      # the same task: maximise-conv2-0
     try:
         assert again not in (None, pid)
         assert analysis_jobs.wait(subject, quick, timeout=300)["state"] == "finished"
@@ -85,7 +87,7 @@ def test_a_failure_is_said_and_new_weights_make_the_result_stale(subject, runs_d
     shutil.copy(DEMO_WEIGHTS, weights)
     copy = analysis.subject(weights, subject.source, runs_dir)
     bad = analysis_jobs.Task("maximise", visualize.Objective("conv1", 500), steps=3)
-    pid = analysis_jobs.start(copy, bad, runs_dir, threads=2)
+    pid = analysis_jobs.start(copy, bad, runs_dir, threads=THREADS)
     try:
         state = analysis_jobs.wait(copy, bad, timeout=300)
     finally:
@@ -93,7 +95,7 @@ def test_a_failure_is_said_and_new_weights_make_the_result_stale(subject, runs_d
     assert state["state"] == "failed" and "conv1 has channels 0 to 63, not 500" in state["reason"]
 
     assert main(["--runs", str(runs_dir), "analyse", "top-images", "--weights", str(weights), "--data",
-                 str(SAMPLE_DIR), "--threads", "2"]) == 0
+                 str(SAMPLE_DIR), "--threads", str(THREADS)]) == 0
     top = analysis_jobs.Task("top-images")
     assert analysis_jobs.is_done(copy, top) and receptive.load_top_images(copy)["conv5"].images.shape == (256, 9)
     later = weights.stat().st_mtime + 60
@@ -103,7 +105,8 @@ def test_a_failure_is_said_and_new_weights_make_the_result_stale(subject, runs_d
 
 def test_the_command_line_analyses_a_run_on_its_own_dataset(tiny_run, runs_dir, mini_data, capsys):
     shutil.copytree(tiny_run, runs_dir / tiny_run.name)
-    assert main(["--runs", str(runs_dir), "analyse", "probabilities", "--run", tiny_run.name, "--threads", "2"]) == 0
+    assert main(["--runs", str(runs_dir), "analyse", "probabilities", "--run", tiny_run.name,
+                 "--threads", str(THREADS)]) == 0
     assert "1,017 test images of CIFAR-10 subset (6,102 images)" in capsys.readouterr().out
     kept = analysis.subject(runs_dir / tiny_run.name / "weights.safetensors", mini_data.source, runs_dir)
     assert evaluation.load_probabilities(kept).shape == (1017, 10)

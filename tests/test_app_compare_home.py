@@ -21,7 +21,7 @@ from alexnet import archive, compare, experiment, jobs, provenance
 from alexnet import runs as run_records
 from alexnet.models import build, count_parameters
 from alexnet.train import train
-from conftest import open_app_page
+from conftest import THREADS, open_app_page
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 
@@ -30,8 +30,8 @@ APP = Path(__file__).resolve().parent.parent / "app.py"
 def paired(tmp_path_factory, mini_data):
     """A finished LRN-versus-BN experiment (one seed, one epoch, 256 training images), trained for real."""
     root = tmp_path_factory.mktemp("compare-runs")
-    plan = experiment.ExperimentPlan(seeds=1, epochs=1, max_train_images=256, batch_size=64, threads=2, log_every=1,
-                                     data_dir=str(mini_data.source.path), recipe="same")
+    plan = experiment.ExperimentPlan(seeds=1, epochs=1, max_train_images=256, batch_size=64, threads=THREADS,
+                                     log_every=1, data_dir=str(mini_data.source.path), recipe="same")
 
     def start(config, name, folder):  # jobs.start, but in this process and to the end
         writer = run_records.RunWriter.create(folder, name, config.to_dict())

@@ -19,11 +19,11 @@ from alexnet.cli import build_parser, train_config
 from alexnet.config import TrainConfig, device_choices
 from alexnet.train import pick_device, train
 from pages._shared.devices import device_options, label, to_config
-from conftest import open_app_page
+from conftest import THREADS, open_app_page
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 PAGE = "pages/train.py"
-TINY = dict(max_train_images=256, epochs=2, batch_size=64, threads=2, log_every=2)
+TINY = dict(max_train_images=256, epochs=2, batch_size=64, threads=THREADS, log_every=2)
 
 
 def open_train_page() -> AppTest:
@@ -65,7 +65,7 @@ def mini_env(monkeypatch, mini_dir, runs_dir):
 @pytest.fixture(scope="module")
 def trained_once(tmp_path_factory, mini_data) -> Path:
     """A real one-epoch run on 256 images of the mini subset, recorded as the app's jobs record it (trained once)."""
-    config = TrainConfig(variant="cifar", norm="bn", epochs=1, batch_size=64, max_train_images=256, threads=2,
+    config = TrainConfig(variant="cifar", norm="bn", epochs=1, batch_size=64, max_train_images=256, threads=THREADS,
                          log_every=1, schedule="constant", lr=0.01, data_dir=str(mini_data.source.path))
     writer = run_records.RunWriter.create(tmp_path_factory.mktemp("trained"), "tiny-finished", config.to_dict())
     train(config, writer.path, data=mini_data)
@@ -355,7 +355,7 @@ def test_fast_demo_trains_on_the_embedded_sample_when_no_dataset_is_named(monkey
     at = open_train_page()
     assert at.selectbox(key="train.preset").value == "fast-cpu-demo"
     at.toggle(key="train.advanced").set_value(True).run()
-    set_form(at, epochs=1, max_train_images=128, batch_size=64, threads=2)
+    set_form(at, epochs=1, max_train_images=128, batch_size=64, threads=THREADS)
     at.button(key="train.start").click().run()
     run = run_records.load_run(runs_dir / "cifar-bn-sgd", with_metrics=False)
     assert run.config["data_dir"] is None  # the job resolves the same sample the sidebar shows

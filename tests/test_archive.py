@@ -24,10 +24,12 @@ from alexnet.predict import available_models
 from alexnet.runs import RunWriter, list_runs, load_run
 from alexnet.train import train
 
+from conftest import THREADS
+
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, mini_data) -> Path:
-    config = TrainConfig(variant="cifar", norm="bn", epochs=1, batch_size=64, max_train_images=256, threads=2,
+    config = TrainConfig(variant="cifar", norm="bn", epochs=1, batch_size=64, max_train_images=256, threads=THREADS,
                          log_every=1, schedule="constant", lr=0.01, data_dir=str(mini_data.source.path))
     writer = RunWriter.create(tmp_path_factory.mktemp("shared"), "shared-run", config.to_dict())
     train(config, writer.path, data=mini_data)

@@ -14,7 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
-from conftest import screenshot, wait_for_app
+from conftest import THREADS, screenshot, wait_for_app
 
 from alexnet import experiment
 from alexnet import runs as run_records
@@ -40,8 +40,9 @@ def traces(page, key: str) -> dict[str, int]:
 
 
 def make_pair(root: Path, data) -> dict[str, run_records.Run]:
-    plan = experiment.ExperimentPlan(seeds=1, epochs=1, max_train_images=256, batch_size=64, threads=2, log_every=1,
-                                     data_dir=str(data.source.path), recipe="same")  # no range tests: the page is tested
+    plan = experiment.ExperimentPlan(seeds=1, epochs=1, max_train_images=256, batch_size=64, threads=THREADS,
+                                     log_every=1, data_dir=str(data.source.path),
+                                     recipe="same")  # no range tests: the page is tested
 
     def start(config, name, folder):
         writer = run_records.RunWriter.create(folder, name, config.to_dict())

@@ -25,6 +25,8 @@ from alexnet import runs as run_records
 from alexnet.config import TrainConfig, with_variant
 from alexnet.models import build
 
+from conftest import THREADS
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -476,7 +478,7 @@ def test_cli_experiment_trains_the_pair_and_prints_the_verdict(tmp_path, tiny_di
     """The default recipe, for real: the background search of each norm's rate, then the runs at those rates."""
     root = tmp_path / "runs"
     cmd = [sys.executable, "-m", "alexnet", "--runs", str(root), "experiment", "--variant", "cifar", "--seeds", "1",
-           "--epochs", "1", "--batch-size", "64", "--threads", "2", "--data", str(tiny_dir), "--name", "cli",
+           "--epochs", "1", "--batch-size", "64", "--threads", str(THREADS), "--data", str(tiny_dir), "--name", "cli",
            "--search-steps", "12", "--wait", "--timeout", "240"]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr + out.stdout

@@ -7,6 +7,8 @@ import time
 
 from alexnet.runs import ACTIVE_STATES, load_run
 
+from conftest import THREADS
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = ["--epochs", "2", "--max-train-images", "1024", "--batch-size", "64", "--quiet", "--log-every", "4"]
 
@@ -16,7 +18,7 @@ def _train(runs, name, mini_dir, processes):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes)] \
         if processes > 1 else [sys.executable]
     done = subprocess.run([*launcher, "-m", "alexnet", "--runs", str(runs), "train", "--name", name,
-                           "--data-dir", str(mini_dir), *RECIPE, "--threads", str(2 // processes)],
+                           "--data-dir", str(mini_dir), *RECIPE, "--threads", str(max(1, THREADS // processes))],
                           cwd=REPO, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stdout + done.stderr

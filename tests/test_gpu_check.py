@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import THREADS
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -13,7 +15,7 @@ def test_it_trains_each_build_and_prints_a_verdict_per_row(mini_dir):
     """A small CPU run of the script: its table has a row per build and mode, with the first loss at ln 10."""
     done = subprocess.run([sys.executable, "bench/gpu_check.py", "--device", "cpu", "--data", str(mini_dir),
                            "--variants", "cifar", "--norms", "bn,none", "--modes", "eager", "--epochs", "1",
-                           "--max-train-images", "256", "--batch-size", "64", "--threads", "2"],
+                           "--max-train-images", "256", "--batch-size", "64", "--threads", str(THREADS)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     rows = [line for line in done.stdout.splitlines() if re.match(r"\| cifar +\| (bn|none) ", line)]
     assert len(rows) == 2, done.stdout + done.stderr

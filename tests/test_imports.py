@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import THREADS
+
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "alexnet"
 
@@ -126,7 +128,8 @@ def test_a_training_process_and_the_command_line_start_without_the_heavy_librari
     probe = ("import sys\n"
              "from alexnet import cli\n"
              f"cli.main(['--runs', {str(tmp_path)!r}, 'train', '--name', 'tiny', '--data-dir', {str(mini_dir)!r}, "
-             "'--epochs', '1', '--max-train-images', '60', '--batch-size', '6', '--threads', '2', '--quiet'])\n"
+             f"'--epochs', '1', '--max-train-images', '60', '--batch-size', '6', '--threads', '{THREADS}', "
+             "'--quiet'])\n"
              f"print(*sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
              "from alexnet.models import build\n"
              "build('imagenet', 'none')\n"

@@ -15,6 +15,8 @@ import pytest
 from alexnet import jobs, queues
 from alexnet.runs import RunWriter
 
+from conftest import THREADS
+
 CPU = queues.Request(("cpu",))
 
 
@@ -51,7 +53,7 @@ def test_two_resumes_in_a_row_start_one_process_and_the_run_finishes_once(runs_d
     from alexnet.runs import load_run
     from alexnet.train import train
 
-    config = TrainConfig(variant="cifar", norm="bn", epochs=2, batch_size=64, max_train_images=256, threads=2,
+    config = TrainConfig(variant="cifar", norm="bn", epochs=2, batch_size=64, max_train_images=256, threads=THREADS,
                          log_every=1, schedule="constant", lr=0.01, data_dir=str(mini_data.source.path))
     writer = RunWriter.create(runs_dir, "twice", config.to_dict())
     stop = threading.Event()

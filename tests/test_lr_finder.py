@@ -25,14 +25,14 @@ from alexnet import runs as run_records
 from alexnet.config import TrainConfig
 from alexnet.lr_finder import RangeTest, RangeTestSettings, range_test, rates
 from alexnet.train import train
-from conftest import open_app_page
+from conftest import THREADS, open_app_page
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def small(mini_dir: Path, **changes) -> TrainConfig:
-    return TrainConfig(**{"variant": "cifar", "norm": "bn", "batch_size": 32, "max_train_images": 256, "threads": 2,
-                          "data_dir": str(mini_dir), **changes})
+    return TrainConfig(**{"variant": "cifar", "norm": "bn", "batch_size": 32, "max_train_images": 256,
+                          "threads": THREADS, "data_dir": str(mini_dir), **changes})
 
 
 def listing(*folders: Path) -> dict[str, float]:
@@ -117,7 +117,7 @@ def test_a_background_test_runs_once_and_is_kept_for_its_config(mini_dir, runs_d
     assert result.steps == 6 and result.config["schedule"] == "constant"
     assert result.to_dict() == lr_search.cached(runs_dir, config, settings).to_dict()
     # What the test does not depend on (the peak rate, epochs, threads) finds the same result at once.
-    same = replace(config, lr=0.2, epochs=30, threads=1)
+    same = replace(config, lr=0.2, epochs=30, threads=config.threads + 1)
     kept = (runs_dir / lr_search.FOLDER / key / "result.json").stat().st_mtime
     assert lr_search.start(runs_dir, same, settings) == key
     assert lr_search.status(runs_dir, same, settings)["state"] == "finished"
@@ -157,7 +157,7 @@ def test_a_test_waits_in_its_devices_queue_and_runs_in_one_process(mini_dir, run
 
 def test_the_command_line_prints_the_curve_and_the_suggestion(mini_dir, capsys):
     assert cli.main(["lr-find", "--variant", "cifar", "--norm", "bn", "--batch-size", "32", "--max-train-images",
-                     "256", "--threads", "2", "--data-dir", str(mini_dir), "--steps", "6", "--start", "1e-4",
+                     "256", "--threads", str(THREADS), "--data-dir", str(mini_dir), "--steps", "6", "--start", "1e-4",
                      "--end", "0.1", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "range test of the cifar variant, norm bn" in out and "6 steps, 192 training images" in out
@@ -171,7 +171,7 @@ def test_the_command_line_prints_the_curve_and_the_suggestion(mini_dir, capsys):
 
 def tuned_plan(mini_dir: Path, **changes) -> experiment.ExperimentPlan:
     return experiment.ExperimentPlan(**{"seeds": 2, "epochs": 1, "batch_size": 32, "max_train_images": 256,
-                                        "threads": 2, "search_steps": 6, "data_dir": str(mini_dir), **changes})
+                                        "threads": THREADS, "search_steps": 6, "data_dir": str(mini_dir), **changes})
 
 
 def finished_runs(accuracies: dict[tuple[str, int], float]):

@@ -12,7 +12,9 @@ from alexnet.config import TrainConfig
 from alexnet.progress import best_epoch, duration, planned_steps, run_progress, run_row
 from alexnet.train import train
 
-TINY = dict(variant="cifar", norm="bn", epochs=2, batch_size=64, max_train_images=256, threads=2, log_every=1,
+from conftest import THREADS
+
+TINY = dict(variant="cifar", norm="bn", epochs=2, batch_size=64, max_train_images=256, threads=THREADS, log_every=1,
             schedule="constant", lr=0.01)
 
 

@@ -16,11 +16,13 @@ from alexnet.data import load_cifar10, resolve_dataset
 from alexnet.runs import RunWriter
 from alexnet.train import train
 
+from conftest import THREADS
+
 REPO = Path(__file__).resolve().parent.parent
 
 
 def tiny(mini_data, **extra) -> TrainConfig:
-    return TrainConfig(variant="cifar", norm="bn", epochs=2, batch_size=64, max_train_images=256, threads=2,
+    return TrainConfig(variant="cifar", norm="bn", epochs=2, batch_size=64, max_train_images=256, threads=THREADS,
                        log_every=2, schedule="constant", lr=0.01, data_dir=str(mini_data.source.path), **extra)
 
 

@@ -19,7 +19,7 @@ from alexnet import experiment, jobs, shipped
 from alexnet import runs as run_records
 from alexnet.cli import experiment_command
 from alexnet.train import train
-from conftest import open_app_page
+from conftest import THREADS, open_app_page
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 
@@ -29,7 +29,7 @@ def made(tmp_path_factory, mini_data):
     """A real finished tuned experiment (two seeds, one epoch on 256 images, range tests of 6 steps), its runs
     trained in this process to the end, and shipped into a folder of its own: (runs folder, record, shipped folder)."""
     root = tmp_path_factory.mktemp("made-runs")
-    plan = experiment.ExperimentPlan(seeds=2, epochs=1, batch_size=32, max_train_images=256, threads=2,
+    plan = experiment.ExperimentPlan(seeds=2, epochs=1, batch_size=32, max_train_images=256, threads=THREADS,
                                      search_steps=6, data_dir=str(mini_data.source.path))
 
     def start(config, name, folder):  # jobs.start, but in this process and to the end

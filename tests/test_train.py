@@ -16,7 +16,9 @@ from alexnet.config import TrainConfig
 from alexnet.runs import RunWriter, load_run, read_metrics
 from alexnet.train import TrainingFailed, make_schedule, train
 
-TINY = dict(max_train_images=256, batch_size=32, epochs=2, val_fraction=0.1, log_every=1, threads=2)
+from conftest import THREADS
+
+TINY = dict(max_train_images=256, batch_size=32, epochs=2, val_fraction=0.1, log_every=1, threads=THREADS)
 
 
 def _without_timing(events):
@@ -25,7 +27,7 @@ def _without_timing(events):
 
 
 def test_a_short_run_on_the_mini_subset_learns(mini_data, tmp_path):
-    config = TrainConfig(epochs=2, threads=2)
+    config = TrainConfig(epochs=2, threads=THREADS)
     result = train(config, RunWriter.create(tmp_path, "learn", config.to_dict()).path, data=mini_data)
     assert result["test_images"] == 1017
     assert result["test_accuracy"] > 0.30, result["test_accuracy"]  # chance is 0.10; seeds 0-2 gave 0.34-0.35
@@ -141,7 +143,7 @@ def test_out_of_range_configs_are_refused_before_anything_starts(bad, message, t
 
 def _spawn_training(runs, name, data_dir, *extra):
     return subprocess.Popen([sys.executable, "-m", "alexnet", "--runs", str(runs), "train", "--name", name,
-                             "--data-dir", str(data_dir), "--quiet", "--threads", "2", *extra],
+                             "--data-dir", str(data_dir), "--quiet", "--threads", str(THREADS), *extra],
                             cwd=os.path.dirname(os.path.dirname(__file__)),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
