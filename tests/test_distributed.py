@@ -15,8 +15,8 @@ RECIPE = ["--epochs", "2", "--max-train-images", "1024", "--batch-size", "64", "
 
 def _train(runs, name, mini_dir, processes):
     """A run of RECIPE in `processes` processes that share two cores."""
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes)] \
-        if processes > 1 else [sys.executable]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)] \
+        if processes > 1 else [sys.executable]  # standalone: a free port, as the app takes
     done = subprocess.run([*launcher, "-m", "alexnet", "--runs", str(runs), "train", "--name", name,
                            "--data-dir", str(mini_dir), *RECIPE, "--threads", str(max(1, THREADS // processes))],
                           cwd=REPO, capture_output=True, text=True, timeout=600,
