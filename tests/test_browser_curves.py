@@ -40,8 +40,7 @@ def open_page(page, base: str, path: str) -> None:
 
 def test_rate_chart_on_train_and_settings_against_accuracy_on_compare(app_server, page, curve_runs):
     root = Path(app_server.runs)
-    for run in curve_runs.iterdir():
-        shutil.copytree(run, root / run.name)
+    shutil.copytree(curve_runs, root, dirs_exist_ok=True)
     runs = {r.name: r for r in run_records.list_runs(root, with_metrics=True)}
 
     # Train: the newest run (the one on the embedded sample) is shown; its rate beside loss and accuracy.

@@ -173,8 +173,7 @@ def test_settings_figure_draws_parallel_coordinates_or_a_scatter(runs):
 def pages_env(monkeypatch, mini_dir, runs_dir, curve_runs):
     """The three runs in this test's own runs folder, the mini subset as the app's dataset."""
     monkeypatch.setenv("ALEXNET_DATA", str(mini_dir))
-    for run in curve_runs.iterdir():
-        shutil.copytree(run, runs_dir / run.name)
+    shutil.copytree(curve_runs, runs_dir, dirs_exist_ok=True)
     return runs_dir
 
 
