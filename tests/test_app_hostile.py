@@ -413,7 +413,7 @@ def test_a_restarted_app_finds_the_training_run_and_its_true_state_after_kill_9(
     while not (folder / "state.pt").exists():                              # running, past its first checkpoint
         assert time.monotonic() < deadline, run_records.load_run(folder).status
         time.sleep(0.2)
-    at = open_app_page("pages/train.py")                                        # a new server process's first view
+    at = open_app_page("pages/train.py")                                    # a new server process's first view
     assert at.selectbox(key="train.run").value == started_job
     assert [i.value for i in at.info if i.value.startswith("**running**")], [i.value for i in at.info]
     assert at.button(key="train.stop").disabled is False
@@ -422,7 +422,7 @@ def test_a_restarted_app_finds_the_training_run_and_its_true_state_after_kill_9(
     os.kill(pid, signal.SIGKILL)
     while run_records.pid_alive(pid):
         time.sleep(0.05)
-    at = open_app_page("pages/train.py")                                        # restarted again, after the kill
+    at = open_app_page("pages/train.py")                                    # restarted again, after the kill
     assert not [i.value for i in at.info if i.value.startswith("**running**")]
     stopped = [w.value for w in at.warning if w.value.startswith("**stopped**")]
     assert stopped and "ended without saying why (killed or crashed); resume continues from the last checkpoint" \
