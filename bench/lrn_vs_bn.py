@@ -68,7 +68,7 @@ def layer_ms(layer: nn.Module, shape: tuple[int, ...], device: torch.device, dty
     return statistics.median(times) * 1000
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default="cifar,paper")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per build (cifar)")
@@ -83,7 +83,50 @@ def main() -> int:
     parser.add_argument("--no-layers", action="store_true", help="skip the table of the layers alone")
     parser.add_argument("--compare-lrn", metavar="FILE", help="another lrn.py (e.g. an older version from git) "
                         "whose LocalResponseNorm is timed in the same step, as one more column")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def step_row(variant: str, batch: int, steps: int, args: argparse.Namespace, images: torch.Tensor,
+             labels: torch.Tensor, device: torch.device, other) -> list:
+    """One row of the step table: every build of `variant` timed in alternating blocks."""
+    large = VARIANTS[variant].input_size > 64
+    builds = {"bn": engine_step(variant, "bn", batch, images, labels, device, args.precision)[0],
+              "lrn": engine_step(variant, "lrn", batch, images, labels, device, args.precision)[0],
+              "torch lrn": engine_step(variant, "lrn", batch, images, labels, device, args.precision,
+                                       lrn_layer=lambda: torch_lrn(5e-4))[0],
+              "none": engine_step(variant, "none", batch, images, labels, device, args.precision)[0]}
+    if other is not None:
+        builds["other lrn"] = engine_step(variant, "lrn", batch, images, labels, device, args.precision,
+                                          lrn_layer=other.LocalResponseNorm)[0]
+    t = interleaved(builds, steps, min(args.warmup, 1) if large else args.warmup, rounds=2 if large else 3,
+                    device=device)
+    bn, lrn, tl, none = (t[k] for k in ("bn", "lrn", "torch lrn", "none"))
+    row = [variant, batch, steps, f"{bn.median_wall * 1000:.0f}", f"{lrn.median_wall * 1000:.0f}",
+           f"{lrn.median_wall / bn.median_wall:.2f}x", f"{lrn.median_cpu / bn.median_cpu:.2f}x",
+           f"{tl.median_wall * 1000:.0f}", f"{tl.median_wall / bn.median_wall:.2f}x",
+           f"{none.median_wall * 1000:.0f}"]
+    if other is not None:
+        o = t["other lrn"]
+        row[-1:-1] = [f"{o.median_wall * 1000:.0f}", f"{o.median_wall / bn.median_wall:.2f}x"]
+    print(f"  {variant}: BN {bn.median_wall * 1000:.0f} ms, LRN {lrn.median_wall * 1000:.0f} ms, "
+          f"torch LRN {tl.median_wall * 1000:.0f} ms, none {none.median_wall * 1000:.0f} ms", flush=True)
+    return row
+
+
+def layer_table_rows(variant: str, batch: int, device: torch.device, dtype: torch.dtype) -> list[list]:
+    """The LRN layers of `variant` alone (ours, torch's, and BatchNorm2d at the same shape), one row each."""
+    rows = []
+    for shape in lrn_input_shapes(variant, batch):
+        ours = layer_ms(LocalResponseNorm(), shape, device, dtype)
+        theirs = layer_ms(nn.LocalResponseNorm(5, 5e-4, 0.75, 2.0), shape, device, dtype)
+        batch_norm = layer_ms(nn.BatchNorm2d(shape[1]), shape, device, dtype)
+        rows.append([variant, "x".join(map(str, shape)), f"{ours:.1f}", f"{theirs:.1f}",
+                     f"{batch_norm:.1f}", f"{theirs / ours:.1f}x", f"{ours / batch_norm:.1f}x"])
+    return rows
+
+
+def main() -> int:
+    args = parse_args()
     other = load_module(args.compare_lrn) if args.compare_lrn else None
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -98,33 +141,9 @@ def main() -> int:
     for variant in args.variants.split(","):
         large = VARIANTS[variant].input_size > 64
         batch, steps = (args.paper_batch, args.paper_steps) if large else (args.batch, args.steps)
-        builds = {"bn": engine_step(variant, "bn", batch, images, labels, device, args.precision)[0],
-                  "lrn": engine_step(variant, "lrn", batch, images, labels, device, args.precision)[0],
-                  "torch lrn": engine_step(variant, "lrn", batch, images, labels, device, args.precision,
-                                           lrn_layer=lambda: torch_lrn(5e-4))[0],
-                  "none": engine_step(variant, "none", batch, images, labels, device, args.precision)[0]}
-        if other is not None:
-            builds["other lrn"] = engine_step(variant, "lrn", batch, images, labels, device, args.precision,
-                                              lrn_layer=other.LocalResponseNorm)[0]
-        t = interleaved(builds, steps, min(args.warmup, 1) if large else args.warmup, rounds=2 if large else 3,
-                        device=device)
-        bn, lrn, tl, none = (t[k] for k in ("bn", "lrn", "torch lrn", "none"))
-        rows.append([variant, batch, steps, f"{bn.median_wall * 1000:.0f}", f"{lrn.median_wall * 1000:.0f}",
-                     f"{lrn.median_wall / bn.median_wall:.2f}x", f"{lrn.median_cpu / bn.median_cpu:.2f}x",
-                     f"{tl.median_wall * 1000:.0f}", f"{tl.median_wall / bn.median_wall:.2f}x",
-                     f"{none.median_wall * 1000:.0f}"])
-        if other is not None:
-            o = t["other lrn"]
-            rows[-1][-1:-1] = [f"{o.median_wall * 1000:.0f}", f"{o.median_wall / bn.median_wall:.2f}x"]
-        print(f"  {variant}: BN {bn.median_wall * 1000:.0f} ms, LRN {lrn.median_wall * 1000:.0f} ms, "
-              f"torch LRN {tl.median_wall * 1000:.0f} ms, none {none.median_wall * 1000:.0f} ms", flush=True)
+        rows.append(step_row(variant, batch, steps, args, images, labels, device, other))
         if not args.no_layers:
-            for shape in lrn_input_shapes(variant, batch):
-                ours = layer_ms(LocalResponseNorm(), shape, device, dtype)
-                theirs = layer_ms(nn.LocalResponseNorm(5, 5e-4, 0.75, 2.0), shape, device, dtype)
-                batch_norm = layer_ms(nn.BatchNorm2d(shape[1]), shape, device, dtype)
-                layer_rows.append([variant, "x".join(map(str, shape)), f"{ours:.1f}", f"{theirs:.1f}",
-                                   f"{batch_norm:.1f}", f"{theirs / ours:.1f}x", f"{ours / batch_norm:.1f}x"])
+            layer_rows += layer_table_rows(variant, batch, device, dtype)
     print()
     print("Median step (ms) after warm-up, builds alternating in blocks; 'LRN / BN (CPU time)' compares process "
           "CPU seconds, steadier than wall time on a busy machine.")
@@ -140,7 +159,6 @@ def main() -> int:
         print_table(["variant", "input", "LRN", "torch LRN", "BatchNorm2d", "LRN speed-up over torch",
                      "LRN / BN"], layer_rows)
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())
