@@ -239,7 +239,7 @@ def wait_steps(probe: TrainingProbe, steps: int, timeout: float) -> None:
         probe.poll()
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2, help="uploads (Predict, then Explain) per session")
@@ -247,68 +247,99 @@ def main() -> int:
     parser.add_argument("--baseline", type=float, default=20.0, help="seconds the job trains alone before the load")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the training job (0: torch's own)")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "cifar-10-mini"))
-    args = parser.parse_args()
-    data = Path(args.data).resolve()
+    return parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="alexnet-load-") as tmp:
-        tmp = Path(tmp)
-        runs = tmp / "runs"
-        runs.mkdir()
-        per_phase = args.sessions * args.rounds
-        uploads = write_images(data, tmp, args.phases * per_phase + 1)
-        server, url = start_app(runs, data)
-        job = None
+
+@dataclass
+class Measured:
+    """What one load test saw: the job's speed and CPU alone, then per phase; the server's memory; the run's end."""
+    config: object
+    probe: TrainingProbe
+    alone: tuple[float, float]                  # start and end of the window in which the job trained alone
+    cpu_alone: CpuWindow
+    phases: list[tuple[list[Session], float | None, CpuWindow]]
+    rss: list[tuple[str, float]]
+    state: str
+
+
+def job_config(data: Path, threads: int):
+    """The run the Train page's fast CPU demo preset starts, long enough to outlast the load."""
+    config = presets.get("fast-cpu-demo").config(epochs=1000)
+    config.data_dir, config.threads = str(data), threads
+    return config
+
+
+def train_alone(runs: Path, job: str, batch_size: int, server_pid: int, seconds: float):
+    """Once the job trains at its steady pace, measure it alone for `seconds`: its probe, the CPU meter of the job
+    and the server, the window's start and end, and where the CPU went in it."""
+    probe = TrainingProbe(runs, job, batch_size)
+    wait_steps(probe, 5, 180)                              # training at its steady pace
+    meter = CpuMeter(run_records.load_run(runs / job, with_metrics=False).status["pid"], server_pid)
+    first = meter.sample()
+    while time.monotonic() - first[0] < seconds:
+        time.sleep(0.25)
+        probe.poll()
+    last = meter.sample()
+    return probe, meter, (first[0], last[0]), meter.window(first, last)
+
+
+def stop_job(job: str | None, runs: Path) -> None:
+    if job is not None:
+        jobs.stop(job, runs)
         try:
-            rss_start = rss_mb(server.pid)
-            warm = Session(-1)                                     # one round alone: imports, models, caches
-            asyncio.run(_warm_up(url, warm, uploads[-1]))
-            if warm.failed:
-                raise RuntimeError(f"the warm-up session failed: {warm.failed}")
-            rss = [("warm", rss_mb(server.pid))]
+            jobs.wait(job, runs, timeout=60)
+        except TimeoutError:
+            pass
 
-            config = presets.get("fast-cpu-demo").config(epochs=1000)
-            config.data_dir, config.threads = str(data), args.threads
-            job = jobs.start(config, "under-load", runs)
-            probe = TrainingProbe(runs, job, config.batch_size)
-            wait_steps(probe, 5, 180)                              # training at its steady pace
-            meter = CpuMeter(run_records.load_run(runs / job, with_metrics=False).status["pid"], server.pid)
+
+def measure(args: argparse.Namespace, tmp: Path) -> Measured:
+    """Serve the app from `tmp`, warm it up, train alone, then the load phases; stops the job and the server."""
+    data = Path(args.data).resolve()
+    runs = tmp / "runs"
+    runs.mkdir()
+    per_phase = args.sessions * args.rounds
+    uploads = write_images(data, tmp, args.phases * per_phase + 1)
+    server, url = start_app(runs, data)
+    job = None
+    try:
+        rss_start = rss_mb(server.pid)
+        warm = Session(-1)                                     # one round alone: imports, models, caches
+        asyncio.run(_warm_up(url, warm, uploads[-1]))
+        if warm.failed:
+            raise RuntimeError(f"the warm-up session failed: {warm.failed}")
+        rss = [("at start", rss_start), ("warm", rss_mb(server.pid))]
+        config = job_config(data, args.threads)
+        job = jobs.start(config, "under-load", runs)
+        probe, meter, alone, cpu_alone = train_alone(runs, job, config.batch_size, server.pid, args.baseline)
+        phases = []
+        for phase in range(args.phases):
+            sessions = [Session(i) for i in range(args.sessions)]
+            images = uploads[phase * per_phase:(phase + 1) * per_phase]
             first = meter.sample()
-            while time.monotonic() - first[0] < args.baseline:
-                time.sleep(0.25)
-                probe.poll()
+            start, end, seconds = asyncio.run(load_phase(url, sessions, images, args.rounds, probe))
             last = meter.sample()
-            base_start, base_end, cpu_alone = first[0], last[0], meter.window(first, last)
+            rss.append((f"after phase {phase + 1}", rss_mb(server.pid)))
+            phases.append((sessions, probe.images_per_s(start, end), meter.window(first, last)))
+        state = run_records.load_run(runs / job, with_metrics=False).state
+    finally:
+        stop_job(job, runs)
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    return Measured(config, probe, alone, cpu_alone, phases, rss, state)
 
-            phases = []
-            for phase in range(args.phases):
-                sessions = [Session(i) for i in range(args.sessions)]
-                images = uploads[phase * per_phase:(phase + 1) * per_phase]
-                first = meter.sample()
-                start, end, seconds = asyncio.run(load_phase(url, sessions, images, args.rounds, probe))
-                last = meter.sample()
-                rss.append((f"after phase {phase + 1}", rss_mb(server.pid)))
-                phases.append((sessions, probe.images_per_s(start, end), meter.window(first, last)))
-            state = run_records.load_run(runs / job, with_metrics=False).state
-        finally:
-            if job is not None:
-                jobs.stop(job, runs)
-                try:
-                    jobs.wait(job, runs, timeout=60)
-                except TimeoutError:
-                    pass
-            server.terminate()
-            try:
-                server.wait(15)
-            except subprocess.TimeoutExpired:
-                server.kill()
 
-    alone = probe.images_per_s(base_start, base_end)
-    sessions = [s for phase in phases for s in phase[0]]
+def report(args: argparse.Namespace, m: Measured) -> int:
+    """Print the figures; the exit status says whether every request was answered."""
+    alone = m.probe.images_per_s(*m.alone)
+    sessions = [s for phase in m.phases for s in phase[0]]
     total = sum(1 + 2 * args.rounds for _ in sessions)
     answered = sum(s.answered for s in sessions)
     print(f"{args.phases} phases of {args.sessions} browser sessions x {args.rounds} rounds (Predict upload, then "
-          f"Explain) while a {config.variant}/{config.norm} run trained ({args.threads or 'default'} torch "
-          f"thread(s), batch {config.batch_size}) on {os.cpu_count()} CPU cores")
+          f"Explain) while a {m.config.variant}/{m.config.norm} run trained ({args.threads or 'default'} torch "
+          f"thread(s), batch {m.config.batch_size}) on {os.cpu_count()} CPU cores")
     print(f"requests answered: {answered} / {total}")
     for step in ("open", "predict", "explain"):
         times = [t for s in sessions for t in s.latencies[step]]
@@ -320,14 +351,21 @@ def main() -> int:
             print(f"  session {s.number}: {failure}")
     print(f"training images/s: {alone:.0f} alone" + "".join(
         f", {rate:.0f} in phase {n + 1} ({100 * (1 - rate / alone):.0f}% slower)"
-        for n, (_, rate, _) in enumerate(phases) if rate))
+        for n, (_, rate, _) in enumerate(m.phases) if rate))
     print("CPU, in cores (CPU seconds per second):")
-    print(cpu_alone.line("alone"))
-    for n, (_, _, window) in enumerate(phases):
+    print(m.cpu_alone.line("alone"))
+    for n, (_, _, window) in enumerate(m.phases):
         print(window.line(f"phase {n + 1} ({window.seconds:.0f} s)"))
-    print("server resident memory: " + ", ".join(f"{mb:.0f} MB {when}" for when, mb in [("at start", rss_start), *rss]))
-    print(f"the run was {state} when the load ended")
+    print("server resident memory: " + ", ".join(f"{mb:.0f} MB {when}" for when, mb in m.rss))
+    print(f"the run was {m.state} when the load ended")
     return 0 if answered == total else 1
+
+
+def main() -> int:
+    args = parse_args()
+    with tempfile.TemporaryDirectory(prefix="alexnet-load-") as tmp:
+        measured = measure(args, Path(tmp))
+    return report(args, measured)
 
 
 async def _warm_up(url: str, session: Session, image: Path) -> None:
