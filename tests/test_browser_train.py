@@ -51,7 +51,6 @@ def snap(page, name: str) -> None:
     page.set_viewport_size(size)
 
 
-
 def points_above(page, count: int, timeout: float) -> int:
     """Wait until the chart shows more than `count` points of this test's run; returns how many."""
     return page.wait_for_function(f"n => {{ const c = ({TRAIN_POINTS})('{RUN}'); return c > n ? c : false; }}",
@@ -68,8 +67,9 @@ def record(runs: Path, name: str) -> tuple[str, int]:
     return run.state, len(run.steps())
 
 
-def test_start_watch_stop_resume_finish(app_server, page):
-    page.goto(app_server)  # the entry page first: app.py's navigation, not Streamlit's folder listing
+def open_the_form_for_a_short_run(page, base: str) -> None:
+    """From the entry page to the Train page's form, filled in for a 4-epoch run of 512 images at one thread."""
+    page.goto(base)  # the entry page first: app.py's navigation, not Streamlit's folder listing
     page.locator("[data-testid=stSidebar]").get_by_text("Device:").wait_for()
     page.locator("[data-testid=stSidebarNavLink]").filter(has_text=re.compile(r"Train$")).click()
     wait_for_app(page)
@@ -97,6 +97,10 @@ def test_start_watch_stop_resume_finish(app_server, page):
     # The page's summary of the form shows that every field reached the server.
     page.get_by_text("512 training images, 8 steps per epoch, 32 steps in all").wait_for(timeout=30_000)
     wait_for_app(page)
+
+
+def test_start_watch_stop_resume_finish(app_server, page):
+    open_the_form_for_a_short_run(page, app_server)
     snap(page, "train-1-form")
 
     click(page, "start")
