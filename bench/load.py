@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 from common import start_app  # noqa: E402
 from alexnet import jobs, presets  # noqa: E402
 from alexnet import runs as run_records  # noqa: E402
+from alexnet.config import TrainConfig  # noqa: E402
 from alexnet.data import load_cifar10, resolve_dataset  # noqa: E402
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -253,7 +254,7 @@ def parse_args() -> argparse.Namespace:
 @dataclass
 class Measured:
     """What one load test saw: the job's speed and CPU alone, then per phase; the server's memory; the run's end."""
-    config: object
+    config: TrainConfig
     probe: TrainingProbe
     alone: tuple[float, float]                  # start and end of the window in which the job trained alone
     cpu_alone: CpuWindow
@@ -262,14 +263,15 @@ class Measured:
     state: str
 
 
-def job_config(data: Path, threads: int):
+def job_config(data: Path, threads: int) -> TrainConfig:
     """The run the Train page's fast CPU demo preset starts, long enough to outlast the load."""
     config = presets.get("fast-cpu-demo").config(epochs=1000)
     config.data_dir, config.threads = str(data), threads
     return config
 
 
-def train_alone(runs: Path, job: str, batch_size: int, server_pid: int, seconds: float):
+def train_alone(runs: Path, job: str, batch_size: int, server_pid: int,
+                seconds: float) -> tuple[TrainingProbe, CpuMeter, tuple[float, float], CpuWindow]:
     """Once the job trains at its steady pace, measure it alone for `seconds`: its probe, the CPU meter of the job
     and the server, the window's start and end, and where the CPU went in it."""
     probe = TrainingProbe(runs, job, batch_size)
