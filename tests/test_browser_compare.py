@@ -40,9 +40,9 @@ def traces(page, key: str) -> dict[str, int]:
 
 
 def make_pair(root: Path, data) -> dict[str, run_records.Run]:
+    # recipe "same": no range tests, as the page is what is tested
     plan = experiment.ExperimentPlan(seeds=1, epochs=1, max_train_images=256, batch_size=64, threads=THREADS,
-                                     log_every=1, data_dir=str(data.source.path),
-                                     recipe="same")  # no range tests: the page is tested
+                                     log_every=1, data_dir=str(data.source.path), recipe="same")
 
     def start(config, name, folder):
         writer = run_records.RunWriter.create(folder, name, config.to_dict())
