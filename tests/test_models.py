@@ -66,6 +66,17 @@ def test_lsuv_gives_every_layer_a_unit_scale_whatever_the_norm():
         assert moments == pytest.approx([1.0] * len(layers), rel=1e-3), (norm, moments)
 
 
+def test_lsuv_refuses_a_layer_with_a_bias_rather_than_miss_its_unit_scale():
+    """Its one pass divides each output as the weight is divided, which a bias would break."""
+    model = build("cifar", "bn", init="kaiming")
+    conv = model.features[0]
+    nn.init.ones_(conv.bias)
+    before = conv.weight.clone()
+    with pytest.raises(ValueError, match="without bias"):
+        calibrate(model, [conv])
+    assert torch.equal(conv.weight, before)
+
+
 def test_paper_variant_matches_the_2012_architecture():
     model = build("paper", "lrn")
     rows = {r.name: r for r in summary(model)}
