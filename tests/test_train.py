@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 
 from alexnet.config import TrainConfig
 from alexnet.runs import RunWriter, load_run, read_metrics
-from alexnet.train import TrainingFailed, make_schedule, train
+from alexnet.models import build
+from alexnet.train import TrainingFailed, make_optimizer, make_schedule, train
 
 from conftest import THREADS
 
@@ -38,6 +39,37 @@ def test_a_short_run_on_the_mini_subset_learns(mini_data, tmp_path):
     assert len(result["predictions"]) == 1017 and len(result["per_class_accuracy"]) == 10
     assert set(load_file(str(run.path / "weights.safetensors"))) == set(
         __import__("alexnet.models", fromlist=["build"]).build("cifar", "bn").state_dict())
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_the_cpu_optimiser_is_fused_and_steps_as_the_per_tensor_loop_does(optimizer):
+    """The fused update (it saves a third of the paper variant's CPU step) is the same update: SGD's to the bit.
+    Adam's kernel orders its division and epsilon its own way, and Adam moves an element of near-zero gradient by
+    about the full rate whichever way rounding tips it, so its check is how far each tensor moved: the two
+    differ by under 1% of that (0.2% measured at worst, in fc7)."""
+    torch.manual_seed(0)
+    models = [build("cifar", "bn") for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    start = [p.detach().clone() for p in models[0].parameters()]
+    config = TrainConfig(optimizer=optimizer, lr=0.01, weight_decay=5e-4)
+    fused, loop = (make_optimizer(config, m) for m in models)
+    assert all(g["fused"] for g in fused.param_groups)
+    for group in loop.param_groups:
+        group["fused"] = False
+    images, labels = torch.randn(8, 3, 32, 32), torch.arange(8)
+    for model, opt in zip(models, (fused, loop)):
+        torch.manual_seed(1)  # the same dropout masks
+        for _ in range(3):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(images), labels).backward()
+            opt.step()
+    for a, b, before in zip(models[0].parameters(), models[1].parameters(), start):
+        moved = (b - before).abs().sum()
+        assert moved > 0
+        if optimizer == "sgd":
+            assert torch.equal(a, b)
+        else:
+            assert (a - b).abs().sum() < 0.01 * moved
 
 
 def test_the_same_seed_gives_the_same_numbers(mini_data):
