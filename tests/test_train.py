@@ -37,8 +37,7 @@ def test_a_short_run_on_the_mini_subset_learns(mini_data, tmp_path):
     assert [e["epoch"] for e in run.epochs()] == [1, 2]
     assert sum(sum(row) for row in result["confusion_matrix"]) == 1017
     assert len(result["predictions"]) == 1017 and len(result["per_class_accuracy"]) == 10
-    assert set(load_file(str(run.path / "weights.safetensors"))) == set(
-        __import__("alexnet.models", fromlist=["build"]).build("cifar", "bn").state_dict())
+    assert set(load_file(str(run.path / "weights.safetensors"))) == set(build("cifar", "bn").state_dict())
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
