@@ -123,6 +123,8 @@ def test_a_background_test_runs_once_and_is_kept_for_its_config(mini_dir, runs_d
     assert lr_search.status(runs_dir, same, settings)["state"] == "finished"
     assert (runs_dir / lr_search.FOLDER / key / "result.json").stat().st_mtime == kept
     assert [p.name for p in (runs_dir / lr_search.FOLDER).iterdir()] == [key]
+    # The process says its summary after it keeps the result: read its log once it has ended.
+    wait_for(lambda: not run_records.pid_alive(pid))
     log = (runs_dir / lr_search.FOLDER / key / "log.txt").read_text()
     assert log.count("training images") == 1 and pid  # one process ran it, and said its summary once
     other = replace(config, norm="lrn")
