@@ -352,4 +352,5 @@ def test_train_page_finds_a_rate_in_the_background_and_fills_it_into_the_form(mi
     assert at.number_input(key="train.lr").value == pytest.approx(float(f"{result.suggestion:.3g}"))
     at.button(key="train.lr_find_start").click().run()  # again: kept, so no second process
     assert list((runs_dir / lr_search.FOLDER).iterdir()) == [test]
+    wait_for(lambda: not run_records.pid_alive(run_records.read_json(test / "status.json")["pid"]))  # its summary
     assert (test / "log.txt").read_text().count("training images") == 1
