@@ -160,5 +160,6 @@ def main() -> int:
                      "LRN / BN"], layer_rows)
     return 0
 
+
 if __name__ == "__main__":
     raise SystemExit(main())
