@@ -127,7 +127,8 @@ def probabilities(model: nn.Module, batch: torch.Tensor, batch_size: int = 256) 
     out = []
     with model_in_use(model), torch.no_grad():
         for i in range(0, len(batch), batch_size):
-            inputs = to_model_input(batch[i:i + batch_size].to(device), model.input_size, mean, std)
+            inputs = to_model_input(batch[i:i + batch_size].to(device), model.input_size, mean, std,
+                                    channels_last=True)
             out.append(torch.softmax(model(inputs).float(), dim=1).cpu())
     return torch.cat(out) if out else torch.zeros(0, len(class_names(model)))
 

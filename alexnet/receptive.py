@@ -107,8 +107,8 @@ def top_images(model: nn.Module, images: torch.Tensor, layers: Sequence[str] | N
     kept: dict[str, tuple[torch.Tensor, ...]] = {}
     with model_in_use(model), torch.no_grad():
         for start in range(0, len(images), batch_size):
-            x = to_model_input(images[start:start + batch_size].to(device), model.input_size, mean, std)
-            x = x.contiguous(memory_format=torch.channels_last)  # faster convolutions; the model stays as it is
+            x = to_model_input(images[start:start + batch_size].to(device), model.input_size, mean, std,
+                               channels_last=True)
             index = torch.arange(start, start + len(x), device=device)
             done = 0
             for title, end in ends.items():

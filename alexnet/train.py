@@ -169,9 +169,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.d
     total_loss, predictions = 0.0, []
     try:
         for i in range(0, len(x), batch_size):
-            inputs = to_model_input(x[i:i + batch_size].to(device), model.input_size, *normalization(model))
-            if channels_last:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            inputs = to_model_input(x[i:i + batch_size].to(device), model.input_size, *normalization(model),
+                                    channels_last=channels_last)
             with autocast(device, dtype):
                 logits = forward(inputs).float()
             labels = y[i:i + batch_size].to(device)

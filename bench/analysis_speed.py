@@ -11,6 +11,9 @@ under 1 s, the top-nine pass over the mini subset's 1,017 test images under 10 s
   the JSON Streamlit sends, and the 18 gallery tiles as PNG. Reference: parsing result.json alone.
 - **top-nine pass**: `receptive.top_images` for every channel of every conv layer in one pass over
   the test images. Reference: the same forward pass through the conv stack with nothing kept.
+- **probability pass**: `evaluation.test_probabilities`, the background pass of a first visit
+  (the batch in NHWC, `to_model_input(channels_last=True)`). Reference: the same pass with the
+  batch in torch's default NCHW layout.
 
 The run is made here from the demo model (its weights, and a result.json from `train.evaluate` on
 the test set), so the figures need nothing but the repository and the dataset. Paths are timed in
@@ -73,8 +76,18 @@ def evaluation_view(run: Path, data: Cifar10, root: Path) -> None:
 def conv_stack_only(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 128) -> None:
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
+            x = to_model_input(images[start:start + batch_size], model.input_size, *normalization(model),
+                               channels_last=True)
+            model.features[:-1](x)    # through conv5's ReLU
+
+
+def probabilities_nchw(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256) -> None:
+    """`predict.probabilities` with the batch in torch's default NCHW layout, as it was before it took NHWC."""
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
             x = to_model_input(images[start:start + batch_size], model.input_size, *normalization(model))
-            model.features[:-1](x.contiguous(memory_format=torch.channels_last))    # through conv5's ReLU
+            torch.softmax(model(x).float(), dim=1)
 
 
 def main() -> int:
@@ -100,14 +113,20 @@ def main() -> int:
                             "result.json": lambda: json.loads((run / "result.json").read_text())},
                            steps=args.repeats, warmup=1, rounds=args.repeats)
     passes = interleaved({"top nine": lambda: receptive.top_images(model, data.test_x),
-                          "conv stack": lambda: conv_stack_only(model, data.test_x)},
+                          "conv stack": lambda: conv_stack_only(model, data.test_x),
+                          "probabilities": lambda: evaluation.test_probabilities(model, data),
+                          "probabilities NCHW": lambda: probabilities_nchw(model, data.test_x)},
                          steps=args.repeats, warmup=1, rounds=args.repeats)
     rows = [("evaluation view of a finished run", f"{view['view'].median_wall:.3f}",
              f"{view['view'].median_cpu:.3f}", f"{view['view'].median_wall / view['result.json'].median_wall:.1f}x "
              "parsing result.json", "1 s"),
             (f"top-nine pass, {len(data.test_x):,} images, all 5 layers", f"{passes['top nine'].median_wall:.2f}",
              f"{passes['top nine'].median_cpu:.2f}",
-             f"{passes['top nine'].median_wall / passes['conv stack'].median_wall:.2f}x the bare conv stack", "10 s")]
+             f"{passes['top nine'].median_wall / passes['conv stack'].median_wall:.2f}x the bare conv stack", "10 s"),
+            (f"probability pass, {len(data.test_x):,} images", f"{passes['probabilities'].median_wall:.2f}",
+             f"{passes['probabilities'].median_cpu:.2f}",
+             f"{passes['probabilities'].median_wall / passes['probabilities NCHW'].median_wall:.2f}x the same pass "
+             "in NCHW", "-")]
     print_table(["work", "seconds (wall)", "seconds (CPU)", "against its reference", "budget"], rows)
     return 0
 

@@ -128,6 +128,27 @@ def test_a_test_image_through_png_round_trip_is_classified_as_in_the_dataset(dem
     assert torch.allclose(torch.tensor(predict.predict(demo, decoded).probabilities), direct)
 
 
+
+@pytest.mark.parametrize("variant,norm", [("cifar", "bn"), ("cifar", "lrn"), ("paper", "lrn")])
+def test_probabilities_feed_the_model_nhwc_and_give_its_own_answer(variant, norm, mini_data):
+    """The pass lays each batch out NHWC, which the convolutions take faster (bench/analysis_speed.py); the
+    probabilities are the model's on the default layout, up to rounding."""
+    torch.manual_seed(0)
+    model = build(variant, norm).eval()
+    x = mini_data.test_x[:6]
+    layouts = []
+    handle = model.features[0].register_forward_pre_hook(
+        lambda _, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    try:
+        fast = predict.probabilities(model, x, batch_size=4)
+    finally:
+        handle.remove()
+    assert layouts == [True, True]
+    with torch.no_grad():
+        nchw = torch.softmax(model(to_model_input(x, model.input_size, *normalization(model))), dim=1)
+    assert torch.allclose(fast, nchw, atol=1e-5), (fast - nchw).abs().max()
+
+
 # ---- one image, as each model takes it ----
 
 def test_a_cifar_model_takes_the_32px_crop_and_people_see_that_crop(demo):
