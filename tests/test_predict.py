@@ -128,7 +128,6 @@ def test_a_test_image_through_png_round_trip_is_classified_as_in_the_dataset(dem
     assert torch.allclose(torch.tensor(predict.predict(demo, decoded).probabilities), direct)
 
 
-
 @pytest.mark.parametrize("variant,norm", [("cifar", "bn"), ("cifar", "lrn"), ("paper", "lrn")])
 def test_probabilities_feed_the_model_nhwc_and_give_its_own_answer(variant, norm, mini_data):
     """The pass lays each batch out NHWC, which the convolutions take faster (bench/analysis_speed.py); the
