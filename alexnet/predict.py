@@ -34,7 +34,7 @@ from torch import nn
 
 from . import runs as run_records
 from .checkpoints import load_model
-from .data import CIFAR10_CLASSES, PROJECT_ROOT, normalization, to_model_input
+from .data import CIFAR10_CLASSES, PROJECT_ROOT, inference_batch_size, normalization, to_model_input
 from .inputs import ImageLike, ModelImage, model_image
 from .weight_files import read_metadata, save_weights
 
@@ -119,11 +119,13 @@ class Prediction:
         return self.ranked()[:k]
 
 
-def probabilities(model: nn.Module, batch: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def probabilities(model: nn.Module, batch: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """Softmax probabilities (N x classes, float32 on the CPU) for a uint8 N x 3 x S x S batch of the pixels
-    `model` is given (`ModelImage.batch`; S = `inputs.image_size(model)`: 32, or 224 for the ImageNet model)."""
+    `model` is given (`ModelImage.batch`; S = `inputs.image_size(model)`: 32, or 224 for the ImageNet model),
+    `batch_size` (default: the device's `inference_batch_size`) at a time."""
     device = model_device(model)
     mean, std = normalization(model)
+    batch_size = batch_size or inference_batch_size(device)
     out = []
     with model_in_use(model), torch.no_grad():
         for i in range(0, len(batch), batch_size):

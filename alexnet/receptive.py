@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from . import analysis
-from .data import normalization, to_model_input
+from .data import inference_batch_size, normalization, to_model_input
 from .explain import activation_module, conv_layers, find_layer
 from .predict import model_device, model_in_use
 
@@ -94,7 +94,7 @@ def _merge(kept: tuple[torch.Tensor, ...] | None, values: torch.Tensor, images: 
 
 
 def top_images(model: nn.Module, images: torch.Tensor, layers: Sequence[str] | None = None, k: int = 9,
-               batch_size: int = 128, on_progress: ProgressHandler | None = None) -> dict[str, TopImages]:
+               batch_size: int | None = None, on_progress: ProgressHandler | None = None) -> dict[str, TopImages]:
     """The top-`k` images of every channel of `layers` (default: every conv layer), in one pass over `images`
     (uint8 N x 3 x H x W as `predict.probabilities` takes them). Runs the conv stack only as deep as the deepest
     layer asked for; the model is only read (`model_in_use`: eval mode, one caller at a time)."""
@@ -104,6 +104,7 @@ def top_images(model: nn.Module, images: torch.Tensor, layers: Sequence[str] | N
             for layer in sorted(wanted, key=lambda layer: layer.index)}
     fields = receptive_fields(model)
     device, (mean, std) = model_device(model), normalization(model)
+    batch_size = batch_size or inference_batch_size(device)
     kept: dict[str, tuple[torch.Tensor, ...]] = {}
     with model_in_use(model), torch.no_grad():
         for start in range(0, len(images), batch_size):

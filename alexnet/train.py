@@ -40,8 +40,8 @@ from torch import nn
 
 from . import allocator, distributed, provenance
 from .config import TrainConfig
-from .data import (Augment, Cifar10, augment_batch, load_cifar10, normalization, resolve_dataset, split_validation,
-                   to_model_input)
+from .data import (Augment, Cifar10, augment_batch, inference_batch_size, load_cifar10, normalization,
+                   resolve_dataset, split_validation, to_model_input)
 from .models import build, count_parameters
 from .runs import RunWriter, read_metrics
 from .weight_files import discard_partial_writes, load_state, save_state, save_weights
@@ -156,14 +156,16 @@ def precision_label(dtype: torch.dtype) -> str:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-             dtype: torch.dtype = torch.float32, batch_size: int = 500, channels_last: bool = False,
+             dtype: torch.dtype = torch.float32, batch_size: int | None = None, channels_last: bool = True,
              forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[float, float, torch.Tensor]:
     """Mean loss, accuracy and the predicted class of every image (uint8 images, any device).
 
     `forward` computes the logits in the model's place (the compiled model); `model` gives the input
-    size, the normalisation and the eval mode.
+    size, the normalisation and the eval mode. `batch_size` defaults to the device's `inference_batch_size`;
+    the batch goes in NHWC unless `channels_last` is False (training passes its config's choice).
     """
     forward = model if forward is None else forward
+    batch_size = batch_size or inference_batch_size(device)
     was_training = model.training
     model.eval()
     total_loss, predictions = 0.0, []

@@ -14,6 +14,8 @@ under 1 s, the top-nine pass over the mini subset's 1,017 test images under 10 s
 - **probability pass**: `evaluation.test_probabilities`, the background pass of a first visit
   (the batch in NHWC, `to_model_input(channels_last=True)`). Reference: the same pass with the
   batch in torch's default NCHW layout.
+- **test-set pass**: `train.evaluate`, which ends every training run, in the CPU's
+  `inference_batch_size` (64). Reference: the same pass in batches of 500, its batch until then.
 
 The run is made here from the demo model (its weights, and a result.json from `train.evaluate` on
 the test set), so the figures need nothing but the repository and the dataset. Paths are timed in
@@ -36,12 +38,13 @@ from common import MINI, interleaved, machine, print_table  # noqa: E402  (puts 
 
 from alexnet import analysis, charts, compare, evaluation, receptive  # noqa: E402
 from alexnet.checkpoints import load_model  # noqa: E402
-from alexnet.data import Cifar10, load_cifar10, normalization, to_model_input  # noqa: E402
+from alexnet.data import Cifar10, inference_batch_size, load_cifar10, normalization, to_model_input  # noqa: E402
 from alexnet.predict import DEMO_WEIGHTS  # noqa: E402
 from alexnet.runs import RunWriter, read_json  # noqa: E402
 from alexnet.train import confusion_matrix, evaluate  # noqa: E402
 
 GALLERY = 18
+BATCH = inference_batch_size(torch.device("cpu"))   # the references take the passes' own batch
 
 
 def finished_run(root: Path, model: torch.nn.Module, data: Cifar10) -> Path:
@@ -73,7 +76,7 @@ def evaluation_view(run: Path, data: Cifar10, root: Path) -> None:
         Image.fromarray(tile).save(io.BytesIO(), "PNG")
 
 
-def conv_stack_only(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 128) -> None:
+def conv_stack_only(model: torch.nn.Module, images: torch.Tensor, batch_size: int = BATCH) -> None:
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             x = to_model_input(images[start:start + batch_size], model.input_size, *normalization(model),
@@ -81,7 +84,7 @@ def conv_stack_only(model: torch.nn.Module, images: torch.Tensor, batch_size: in
             model.features[:-1](x)    # through conv5's ReLU
 
 
-def probabilities_nchw(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256) -> None:
+def probabilities_nchw(model: torch.nn.Module, images: torch.Tensor, batch_size: int = BATCH) -> None:
     """`predict.probabilities` with the batch in torch's default NCHW layout, as it was before it took NHWC."""
     model.eval()
     with torch.no_grad():
@@ -103,7 +106,7 @@ def main() -> int:
     if args.images:
         data = Cifar10(data.train_x, data.train_y, data.test_x[:args.images], data.test_y[:args.images],
                        data.classes, data.source)
-    model = load_model(DEMO_WEIGHTS)
+    model, cpu = load_model(DEMO_WEIGHTS), torch.device("cpu")
     print(f"{data.source.label}: {len(data.test_x):,} test images; the demo model (cifar, BN); "
           f"median of {args.repeats} in alternating blocks\n")
     with tempfile.TemporaryDirectory() as folder:
@@ -115,7 +118,9 @@ def main() -> int:
     passes = interleaved({"top nine": lambda: receptive.top_images(model, data.test_x),
                           "conv stack": lambda: conv_stack_only(model, data.test_x),
                           "probabilities": lambda: evaluation.test_probabilities(model, data),
-                          "probabilities NCHW": lambda: probabilities_nchw(model, data.test_x)},
+                          "probabilities NCHW": lambda: probabilities_nchw(model, data.test_x),
+                          "test set": lambda: evaluate(model, data.test_x, data.test_y, cpu),
+                          "test set, 500": lambda: evaluate(model, data.test_x, data.test_y, cpu, batch_size=500)},
                          steps=args.repeats, warmup=1, rounds=args.repeats)
     rows = [("evaluation view of a finished run", f"{view['view'].median_wall:.3f}",
              f"{view['view'].median_cpu:.3f}", f"{view['view'].median_wall / view['result.json'].median_wall:.1f}x "
@@ -126,7 +131,11 @@ def main() -> int:
             (f"probability pass, {len(data.test_x):,} images", f"{passes['probabilities'].median_wall:.2f}",
              f"{passes['probabilities'].median_cpu:.2f}",
              f"{passes['probabilities'].median_wall / passes['probabilities NCHW'].median_wall:.2f}x the same pass "
-             "in NCHW", "-")]
+             "in NCHW", "-"),
+            (f"test-set pass, {len(data.test_x):,} images", f"{passes['test set'].median_wall:.2f}",
+             f"{passes['test set'].median_cpu:.2f}",
+             f"{passes['test set'].median_wall / passes['test set, 500'].median_wall:.2f}x the same pass "
+             "in batches of 500", "-")]
     print_table(["work", "seconds (wall)", "seconds (CPU)", "against its reference", "budget"], rows)
     return 0
 

@@ -15,7 +15,7 @@ from safetensors import safe_open
 from alexnet import imagenet, predict, runs
 from alexnet.checkpoints import load_model
 from alexnet.cli import main as cli_main
-from alexnet.data import CIFAR10_CLASSES, normalization, to_model_input
+from alexnet.data import CIFAR10_CLASSES, inference_batch_size, normalization, to_model_input
 from alexnet.images import load_image, to_cifar_array, to_tensor
 from alexnet.inputs import SHOWN_SIZE, ImageForms, model_image
 from alexnet.models import build
@@ -45,6 +45,17 @@ def test_demo_accuracy_on_the_mini_test_batch_matches_the_model_card(demo, mini_
     assert f"{accuracy:.{decimals}f}" == stated
     assert (stated_correct, stated_total) == (int((preds == mini_data.test_y).sum()), len(mini_data.test_y))
     assert 0.5 < accuracy < 0.8          # the card's "roughly 60-70%": a broken model would be near 0.1
+
+
+def test_the_evaluation_pass_gives_the_same_figures_whatever_its_batch_and_layout(demo, mini_data):
+    """On a CPU the pass takes NHWC batches of 64 (`inference_batch_size`), faster than the 500 it took before
+    (bench/analysis_speed.py): a matter of speed, never of the figures."""
+    x, y, cpu = mini_data.test_x[:300], mini_data.test_y[:300], torch.device("cpu")
+    assert inference_batch_size(cpu) < len(x)
+    loss, accuracy, preds = evaluate(demo, x, y, cpu)
+    whole_loss, whole_accuracy, whole_preds = evaluate(demo, x, y, cpu, batch_size=len(x), channels_last=False)
+    assert torch.equal(preds, whole_preds) and accuracy == whole_accuracy
+    assert math.isclose(loss, whole_loss, rel_tol=1e-5), (loss, whole_loss)
 
 
 def test_predict_images_agrees_with_the_evaluation_path(demo, mini_data):
