@@ -37,7 +37,13 @@ def guess_architecture(state: dict[str, torch.Tensor]) -> tuple[str, str] | None
 
 
 def is_imagenet_classifier(state: dict[str, torch.Tensor]) -> bool:
-    """torchvision's ImageNet AlexNet itself (1000 classes), which the ImageNet model entry loads, not this."""
+    """torchvision's ImageNet AlexNet itself (1000 classes), which the ImageNet model entry loads, not this.
+
+    Its shapes come from building torchvision's model, whose import costs a process a second (imagenet.py's
+    note), so a file with no 1000-row matrix (no 1000-class layer: every CIFAR-10 model) is told apart first.
+    """
+    if not any(t.ndim == 2 and t.shape[0] == 1000 for t in state.values()):
+        return False
     return _fits(state, "imagenet", "none", num_classes=1000)
 
 

@@ -123,13 +123,15 @@ HEAVY = ("torchvision", "captum", "scipy", "matplotlib")  # 1.5 s, 0.5 s, 0.3 s 
 
 
 def test_a_training_process_and_the_command_line_start_without_the_heavy_libraries(mini_dir, tmp_path):
-    """`python -m alexnet train` on CIFAR-10 (the command line, a whole tiny run with its record) imports none of
-    them; building the ImageNet model does import torchvision, where it is needed."""
+    """`python -m alexnet train` on CIFAR-10 (the command line, a whole tiny run with its record) and the Evaluate
+    page's background pass over its weights (`analyse`, which loads them and checks that they are not the ImageNet
+    model's) import none of them; building the ImageNet model does import torchvision, where it is needed."""
     probe = ("import sys\n"
              "from alexnet import cli\n"
              f"cli.main(['--runs', {str(tmp_path)!r}, 'train', '--name', 'tiny', '--data-dir', {str(mini_dir)!r}, "
              f"'--epochs', '1', '--max-train-images', '60', '--batch-size', '6', '--threads', '{THREADS}', "
              "'--quiet'])\n"
+             f"cli.main(['--runs', {str(tmp_path)!r}, 'analyse', 'probabilities', '--run', 'tiny'])\n"
              f"print(*sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
              "from alexnet.models import build\n"
              "build('imagenet', 'none')\n"
@@ -137,4 +139,4 @@ def test_a_training_process_and_the_command_line_start_without_the_heavy_librari
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-2:] == ["", "True"], out.stdout
-    assert (tmp_path / "tiny" / "result.json").exists()
+    assert (tmp_path / "tiny" / "result.json").exists() and "probabilities of 1,017 test images" in out.stdout
