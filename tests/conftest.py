@@ -255,11 +255,14 @@ def browser():
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that takes the browser (`page` does) as `browser`, so that none is left out of tests/run.sh's
-    browser pass, and none runs in its two-worker pass."""
+    """Mark every test that takes the browser (`page` does) as `browser` and put them in one xdist group, first: with
+    tests/run.sh's `--dist loadgroup` they run one at a time on one worker (one Chromium, one app server) from the
+    start, while the other worker takes the tests that drive no browser."""
     for item in items:
         if "browser" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.browser)
+            item.add_marker(pytest.mark.xdist_group("browser"))
+    items.sort(key=lambda item: item.get_closest_marker("browser") is None)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -13,14 +13,8 @@ if [ ! -f ../shared/data/cifar-10-mini/cifar-10-batches-py/test_batch ]; then
   echo "note: the CIFAR-10 mini subset is missing at $(cd .. && pwd)/shared/data/cifar-10-mini;" \
        "the tests that train and predict on real images will fail until it is there" >&2
 fi
-# Two workers share the two cores for the tests that drive no browser, torch on one thread in each (OMP_NUM_THREADS,
-# which the training processes they start inherit); then the browser tests, one at a time, as Chromium and the app's
-# server need the machine to themselves to keep to their timeouts. pytest's status 5 says a pass selected no test
-# (arguments that name only one kind); the script fails if either pass fails, or if neither ran a test.
-status=0
-OMP_NUM_THREADS=1 python3 -m pytest -n 2 -m "not browser" "$@" || status=$?
-browser_status=0
-python3 -m pytest -m browser "$@" || browser_status=$?
-if [ "$status" -eq 5 ] && [ "$browser_status" -ne 5 ]; then status=0; fi
-if [ "$status" -eq 0 ] && [ "$browser_status" -ne 5 ]; then status=$browser_status; fi
-exit "$status"
+# Two workers share the two cores, torch on one thread in each (OMP_NUM_THREADS, which the training processes
+# they start inherit). The browser tests go first, all to one worker and one at a time (conftest puts them in one
+# xdist group): Chromium and the app's server keep to their timeouts beside one worker, while the other worker
+# takes the rest; the browser worker joins it when they are done.
+OMP_NUM_THREADS=1 exec python3 -m pytest -n 2 --dist loadgroup "$@"
